@@ -1,0 +1,1 @@
+"""mmretrieve: multimodal cross-modal retrieval in one CLIP-aligned space."""
