@@ -1,0 +1,46 @@
+"""The ``mmretrieve`` command: one sub-command per module in :mod:`mmretrieve.commands`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import MMRError
+
+__all__ = ["main", "build_parser"]
+
+# Each module defines register(subparsers) which adds its parser and sets `run` (args -> exit code).
+_COMMANDS = (
+    "index",
+    "search",
+    "info",
+    "remove",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmretrieve",
+        description="Multimodal retrieval: index images, videos and audio in one space; search with words or examples.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMANDS:
+        importlib.import_module(f"mmretrieve.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (MMRError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"mmretrieve {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mmretrieve {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

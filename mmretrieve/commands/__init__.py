@@ -1,0 +1,1 @@
+"""Sub-commands of the ``mmretrieve`` CLI, one module each; shared argument helpers in _common."""

@@ -1,0 +1,66 @@
+"""mmretrieve search INDEX QUERY: text, example-file, composed or arithmetic queries."""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from ._common import add_device, add_modality, add_pretrained, parse_where, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="search an index with words, an example file, or both (composed)")
+    p.add_argument("index", metavar="INDEX")
+    p.add_argument("text", nargs="?", default=None, help="query words (with --file: the modification text)")
+    p.add_argument("--file", "-f", default=None, help="an example image, clip or sound to search with")
+    p.add_argument("--weight", type=float, default=None, help="text share of a composed query (--file + text), 0..1")
+    add_modality(p, "only results of this modality (repeatable)")
+    p.add_argument("-k", type=int, default=10, help="number of results (default: %(default)s)")
+    p.add_argument("--where", action="append", metavar="KEY=VALUE", help="metadata filter (repeatable)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    add_pretrained(p)
+    add_device(p)
+    p.set_defaults(run=run)
+
+
+def build_query(text: str | None, file: str | None, weight: float | None):
+    from ..modality import modality_of_path
+    from ..query import DEFAULT_COMPOSED_TEXT_WEIGHT, Composed
+
+    if file is None:
+        if not text:
+            raise ValueError("give query words, --file, or both")
+        return text
+    if not text:
+        return pathlib.Path(file)
+    modality = modality_of_path(file)
+    if modality is None or modality.value == "text":
+        raise ValueError(f"--file {file}: unknown media extension")
+    w = DEFAULT_COMPOSED_TEXT_WEIGHT if weight is None else weight
+    return Composed(text=text, weight=w, **{modality.value: file})
+
+
+def format_hit(rank: int, hit) -> str:
+    where = ""
+    if hit.start is not None:
+        where = f"  [{hit.start:.1f}s - {hit.end:.1f}s]"
+    name = hit.path if hit.path is not None else f"<id {hit.id}> {hit.metadata.get('text', '')}"
+    return f"{rank:>3}. {hit.score:.4f}  {hit.modality.value:<5}  {name}{where}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..retriever import Retriever
+
+    query = build_query(args.text, args.file, args.weight)
+    with Retriever.load(args.index, device=args.device, pretrained=args.pretrained, readonly=True) as r:
+        hits = r.search(query, modality=args.modality, k=args.k, where=parse_where(args.where))
+    if args.json:
+        print_json([
+            {"id": h.id, "score": h.score, "path": h.path, "modality": h.modality.value, "start": h.start, "end": h.end, "metadata": h.metadata}
+            for h in hits
+        ])
+    elif not hits:
+        print("no results")
+    else:
+        for i, h in enumerate(hits, 1):
+            print(format_hit(i, h))
+    return 0

@@ -1,0 +1,409 @@
+"""The Retriever: one encoder, one unified index, search from any modality to any modality."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import EncoderMismatchError, MediaError
+from .index import Hit, Record, UnifiedIndex
+from .media.video import VideoSampling
+from .modality import Modality, modality_of_path, parse_modality
+from .pipeline import Embedded, Failure, Source, Preparer, embed_sources, encode_texts, encode_windows, file_hash
+from .query import Arithmetic, AudioArray, Query, QueryLike, VideoArray, as_query, fuse
+
+__all__ = ["Retriever", "AddReport"]
+
+_INDEX_FORMAT = "mmretrieve-index"
+
+
+@dataclass(frozen=True)
+class AddReport:
+    """What one ``add`` did. ``failed`` holds (path or '<in-memory #i>', reason) for every skipped input."""
+
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
+    ids: tuple[int, ...] = ()
+
+    @property
+    def entries(self) -> int:
+        """Index entries written (a long video or recording gives one entry per window)."""
+        return len(self.ids)
+
+    def __str__(self) -> str:
+        lines = [
+            f"added {len(self.added)} file(s), updated {len(self.updated)}, unchanged {len(self.unchanged)}, "
+            f"failed {len(self.failed)}; {self.entries} index entries written"
+        ]
+        lines += [f"  skipped {path}: {reason}" for path, reason in self.failed]
+        return "\n".join(lines)
+
+
+def _sampling_from(spec) -> VideoSampling:
+    return VideoSampling(num_frames=spec.num_frames, fps=spec.fps, window=spec.window, max_frames=spec.max_frames)
+
+
+class Retriever:
+    """Index media of every modality in one space and search it with text, files or composed queries."""
+
+    def __init__(
+        self,
+        encoder,
+        index: UnifiedIndex,
+        *,
+        video_sampling: VideoSampling,
+        audio_window: float | None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ):
+        self.encoder = encoder
+        self.index = index
+        self.video_sampling = video_sampling
+        self.audio_window = audio_window
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    # construction --------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        preset: str = "clip-vit-b32",
+        *,
+        path: str | os.PathLike | None = None,
+        factory: str = "Flat",
+        device: str | None = None,
+        pretrained: str | None = None,
+        weights: str | None = None,
+        video_head: str | None = None,
+        video: VideoSampling | None = None,
+        audio_window: float | None = ...,  # type: ignore[assignment]
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ) -> "Retriever":
+        """A new, empty retriever. ``path`` keeps the index on disk from the start (else in memory until ``save``).
+
+        ``video`` overrides the preset's frame sampling and window; ``audio_window`` the audio window in
+        seconds (None = whole recording as one entry).
+        """
+        from .models import create_encoder
+
+        if path is not None and os.path.exists(os.fspath(path)):
+            raise FileExistsError(f"{os.fspath(path)}: an index already exists there; use Retriever.load(path)")
+        encoder = create_encoder(preset, device=device, pretrained=pretrained, weights=weights, video_head=video_head)
+        sampling = video or _sampling_from(encoder.preset.video)
+        a_window = encoder.preset.audio.window if audio_window is ... else audio_window
+        fingerprint = _index_fingerprint(encoder, sampling, a_window, weights)
+        index = UnifiedIndex.create(encoder.dim, fingerprint, factory=factory, path=None if path is None else os.fspath(path))
+        return cls(encoder, index, video_sampling=sampling, audio_window=a_window, batch_size=batch_size, num_workers=num_workers)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: str | None = None,
+        pretrained: str | None = None,
+        readonly: bool = False,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ) -> "Retriever":
+        """Open a saved index and rebuild the encoder that made it; refuses a different encoder.
+
+        ``pretrained`` points at local weights when the original ones can't be downloaded; they must be
+        the same weights (the fingerprint is checked). ``readonly`` opens without the writer lock.
+        """
+        from .models import create_encoder
+
+        index = UnifiedIndex.open(os.fspath(path), readonly=readonly)
+        try:
+            fp = index.fingerprint
+            if fp.get("format") != _INDEX_FORMAT:
+                raise EncoderMismatchError(f"{os.fspath(path)}: not an mmretrieve retriever index (no encoder record)")
+            enc_fp = fp["encoder"]
+            encoder = create_encoder(
+                enc_fp["preset"],
+                device=device,
+                pretrained=pretrained,
+                weights=fp.get("weights_path"),
+                video_head=enc_fp.get("video_head"),
+            )
+            sampling = VideoSampling(**fp["video_sampling"])
+            index.check_fingerprint(_index_fingerprint(encoder, sampling, fp["audio_window"], fp.get("weights_path")))
+        except BaseException:
+            index.close()
+            raise
+        return cls(encoder, index, video_sampling=sampling, audio_window=fp["audio_window"], batch_size=batch_size, num_workers=num_workers)
+
+    # writing ---------------------------------------------------------------------------------------
+    def add(
+        self,
+        source: Any,
+        *,
+        modality: str | Modality | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        recursive: bool = True,
+        progress: bool = True,
+    ) -> AddReport:
+        """Add files, directories (recursively, by extension) or in-memory media.
+
+        Strings and paths are files or directories; ``modality="text"`` indexes strings as text. Arrays and
+        tensors need ``modality``; in-memory videos and recordings are ``VideoArray``/``AudioArray``. A
+        changed file replaces its old entries; an unchanged one (same content hash) is skipped. A file that
+        can't be decoded is reported in ``AddReport.failed`` and the rest goes on.
+        """
+        mod = None if modality is None else parse_modality(modality)
+        meta = dict(metadata or {})
+        sources, failed = self._expand(source, mod, meta, recursive)
+        to_embed, unchanged, replacing = [], [], set()
+        seen: set[str] = set()
+        for s in sources:
+            if s.path is None:
+                to_embed.append(s)
+                continue
+            if s.path in seen:
+                continue
+            seen.add(s.path)
+            state = self.index.file_state(s.path)
+            if state is not None:
+                if self._unchanged(s.path, state):
+                    unchanged.append(s.path)
+                    continue
+                replacing.add(s.path)
+            to_embed.append(s)
+        added, updated, ids = [], [], []
+        results = embed_sources(
+            self.encoder,
+            to_embed,
+            video_sampling=self.video_sampling,
+            audio_window=self.audio_window,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            progress=progress,
+        )
+        for pos, item in enumerate(results):
+            if isinstance(item, Failure):
+                failed.append((item.path or f"<in-memory #{pos}>", item.reason))
+                continue
+            ids.extend(self._write(item))
+            if item.source.path is not None:
+                (updated if item.source.path in replacing else added).append(item.source.path)
+        return AddReport(tuple(added), tuple(updated), tuple(unchanged), tuple(failed), tuple(ids))
+
+    def _unchanged(self, path: str, state) -> bool:
+        old_hash, old_mtime, old_size = state
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if old_mtime is not None and old_size is not None and st.st_mtime == old_mtime and st.st_size == old_size:
+            return True
+        if old_size is not None and st.st_size != old_size:
+            return False
+        try:
+            return old_hash is not None and file_hash(path) == old_hash
+        except OSError:
+            return False
+
+    def _write(self, item: Embedded) -> list[int]:
+        s = item.source
+        metadata = dict(s.metadata)
+        if s.modality is Modality.TEXT:
+            metadata["text"] = s.value
+        records = [
+            Record(
+                path=s.path,
+                modality=s.modality,
+                start=start,
+                end=end,
+                content_hash=item.content_hash,
+                mtime=item.mtime,
+                size=item.size,
+                metadata=metadata,
+            )
+            for start, end in item.windows
+        ]
+        if s.path is not None:
+            return list(self.index.replace_path(s.path, item.vectors, records))
+        return list(self.index.add(item.vectors, records))
+
+    def _expand(self, source: Any, modality: Modality | None, meta: dict, recursive: bool):
+        sources: list[Source] = []
+        failed: list[tuple[str, str]] = []
+        if isinstance(source, (list, tuple)) and not (modality is not None and modality is not Modality.TEXT and _is_array(source)):
+            for item in source:
+                s, f = self._expand(item, modality, meta, recursive)
+                sources += s
+                failed += f
+            return sources, failed
+        if modality is Modality.TEXT:
+            if not isinstance(source, str) or not source.strip():
+                raise ValueError(f"modality='text' needs non-empty strings, got {type(source).__name__}")
+            return [Source(Modality.TEXT, None, source, meta)], failed
+        if isinstance(source, (str, os.PathLike)):
+            path = os.path.realpath(os.path.expanduser(os.fspath(source)))
+            if os.path.isdir(path):
+                for file in _walk(path, recursive, failed):
+                    m = modality_of_path(file)
+                    if m is not None and (modality is None or m is modality):
+                        sources.append(Source(m, file, None, meta))
+                return sources, failed
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{os.fspath(source)}: no such file or directory")
+            m = modality or modality_of_path(path)
+            if m is None:
+                failed.append((path, "unknown media extension (say modality=... to force one)"))
+            else:
+                sources.append(Source(m, path, None, meta))
+            return sources, failed
+        if isinstance(source, VideoArray):
+            return [Source(Modality.VIDEO, None, source, meta)], failed
+        if isinstance(source, AudioArray):
+            return [Source(Modality.AUDIO, None, source, meta)], failed
+        from PIL import Image
+
+        if isinstance(source, Image.Image) or (modality is Modality.IMAGE and _is_array(source)):
+            return [Source(Modality.IMAGE, None, source, meta)], failed
+        raise TypeError(
+            f"cannot add a {type(source).__name__}: pass a path, a directory, a PIL image, an array with "
+            "modality='image', VideoArray/AudioArray, or strings with modality='text'"
+        )
+
+    def remove(self, target: int | str | os.PathLike | Iterable[int]) -> int:
+        """Remove entries by id(s) or every entry of a file path; returns how many were removed."""
+        if isinstance(target, (str, os.PathLike)):
+            return self.index.remove_path(os.path.realpath(os.path.expanduser(os.fspath(target))))
+        if isinstance(target, (int, np.integer)):
+            return self.index.remove([int(target)])
+        return self.index.remove([int(i) for i in target])
+
+    def save(self, path: str | os.PathLike | None = None) -> None:
+        """Persist atomically (to the index's own directory, or a snapshot at ``path``)."""
+        self.index.save(None if path is None else os.fspath(path))
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> "Retriever":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # reading ---------------------------------------------------------------------------------------
+    def embed(self, query: QueryLike) -> np.ndarray:
+        """The L2-normalised vector (D,) of any query: text, file, image, VideoArray, AudioArray, Composed, Arithmetic."""
+        q = as_query(query)
+        if isinstance(q, Arithmetic):
+            vecs = np.stack([self._embed_one(term) for _, term in q.terms])
+            return fuse(vecs, [w for w, _ in q.terms])
+        return self._embed_one(q)
+
+    def _embed_one(self, q: Query) -> np.ndarray:
+        import torch
+
+        if q.modality is Modality.TEXT:
+            with torch.inference_mode():
+                return encode_texts(self.encoder, [q.value])[0]
+        value = q.value
+        path = os.path.expanduser(os.fspath(value)) if isinstance(value, (str, os.PathLike)) else None
+        if path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: query file not found")
+        source = Source(q.modality, path, None if path else value)
+        # a query clip is embedded whole: frames spread over the entire clip, one vector
+        prep = Preparer(self.encoder, dataclasses.replace(self.video_sampling, window=None), self.audio_window)(0, source)
+        if prep.error is not None:
+            raise MediaError(path, prep.error)
+        with torch.inference_mode():
+            vecs = encode_windows(self.encoder, q.modality, prep.tensors, self.batch_size)
+        return fuse(vecs, [1.0] * len(vecs))
+
+    def search(
+        self,
+        query: QueryLike | Sequence[QueryLike],
+        *,
+        modality: str | Modality | Sequence[str | Modality] | None = None,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Top-``k`` hits for a query, or a list of hit lists for a list of queries.
+
+        ``modality`` restricts the results (one or several); ``where`` filters on user metadata
+        (``{"album": "2023"}``, a list value means any of).
+        """
+        if k < 1:
+            raise ValueError(f"k={k} must be >= 1")
+        batch = isinstance(query, list)
+        queries = query if batch else [query]
+        if not queries:
+            return []
+        vectors = np.stack([self.embed(q) for q in queries]).astype(np.float32)
+        results = self.index.search(vectors, k, modality=modality, where=where)
+        return results if batch else results[0]
+
+    def info(self) -> dict:
+        """What the index holds and which encoder made it."""
+        fp = self.index.fingerprint
+        return {
+            "path": self.index.path,
+            "preset": self.encoder.preset.name,
+            "encoder_id": self.encoder.fingerprint_id(),
+            "dim": self.index.dim,
+            "factory": self.index.factory,
+            "counts": self.index.stats(),
+            "files": len(self.index.paths()),
+            "video_head": fp["encoder"].get("video_head"),
+            "video_sampling": fp["video_sampling"],
+            "audio_window": fp["audio_window"],
+            "audio_trained": bool(self.encoder.audio_trained),
+            "device": str(self.encoder.device),
+        }
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __repr__(self) -> str:
+        return f"Retriever(preset={self.encoder.preset.name!r}, entries={len(self.index)}, path={self.index.path!r})"
+
+
+def _index_fingerprint(encoder, sampling: VideoSampling, audio_window: float | None, weights_path: str | None = None) -> dict:
+    return {
+        "format": _INDEX_FORMAT,
+        "encoder": encoder.fingerprint(),
+        "encoder_id": encoder.fingerprint_id(),
+        "video_sampling": dataclasses.asdict(sampling),
+        "audio_window": audio_window,
+        "weights_path": weights_path,
+    }
+
+
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _walk(root: str, recursive: bool, failed: list) -> Iterable[str]:
+    """Files below root in a stable order; unreadable folders are reported; symlink loops can't recur."""
+    visited: set[tuple[int, int]] = set()
+
+    def onerror(err: OSError) -> None:
+        failed.append((err.filename or root, f"cannot list folder: {err.strerror or err}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            dirnames[:] = []
+            continue
+        visited.add(key)
+        dirnames.sort()
+        if not recursive:
+            dirnames[:] = []
+        for name in sorted(filenames):
+            yield os.path.join(dirpath, name)
