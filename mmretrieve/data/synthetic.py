@@ -225,7 +225,8 @@ class SyntheticCorpus:
 
         Paths are written relative to the manifest's folder (the default location is
         ``root/manifest.jsonl``, so they are then relative to ``root``). With ``ground_truth=True``
-        each line also holds ``attributes`` and ``mentions``, which :func:`load_corpus` reads back.
+        each line also holds ``metadata: {"attributes": {...}, "mentions": [...]}``, which
+        :func:`load_corpus` reads back; both forms are valid input for the generic manifest reader.
         """
         out = os.fspath(path) if path is not None else os.path.join(self.root, "manifest.jsonl")
         base = os.path.dirname(os.path.abspath(out))
@@ -238,8 +239,10 @@ class SyntheticCorpus:
                     "captions": list(it.captions),
                 }
                 if ground_truth:
-                    row["attributes"] = dict(it.attributes)
-                    row["mentions"] = [dict(m) for m in it.mentions]
+                    row["metadata"] = {
+                        "attributes": dict(it.attributes),
+                        "mentions": [dict(m) for m in it.mentions],
+                    }
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         return out
 
@@ -262,15 +265,18 @@ def load_corpus(manifest: "str | os.PathLike", root: "str | os.PathLike | None" 
                 path = os.path.normpath(os.path.join(base, row["path"]))
                 modality = parse_modality(row["modality"], f"{manifest}:{lineno} modality")
                 captions = tuple(str(c) for c in row["captions"])
-            except (ValueError, KeyError, TypeError) as exc:
+                meta = row.get("metadata") or {}
+                attributes = dict(meta.get("attributes", {}))
+                mentions = tuple(MappingProxyType(dict(m)) for m in meta.get("mentions", ()))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise ValueError(f"{manifest}: line {lineno} is not a synthetic-corpus row ({exc})") from None
             items.append(
                 SyntheticItem(
                     path=path,
                     modality=modality,
                     captions=captions,
-                    attributes=MappingProxyType(dict(row.get("attributes", {}))),
-                    mentions=tuple(MappingProxyType(dict(m)) for m in row.get("mentions", ())),
+                    attributes=MappingProxyType(attributes),
+                    mentions=mentions,
                 )
             )
     return SyntheticCorpus(root=os.path.abspath(os.fspath(root)) if root is not None else base, items=tuple(items))

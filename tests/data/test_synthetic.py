@@ -209,6 +209,18 @@ def test_manifest_round_trip(corpus, tmp_path):
     assert caption_queries(back.of("audio")) == caption_queries(corpus.of("audio"))
 
 
+def test_manifest_readable_by_generic_reader(corpus, tmp_path):
+    manifest = pytest.importorskip("mmretrieve.data.manifest")
+    for gt in (False, True):
+        path = corpus.write_manifest(tmp_path / f"m{gt}.jsonl", ground_truth=gt)
+        ds = manifest.read_manifest(path)
+        assert [s.path for s in ds.samples] == [it.path for it in corpus.items]
+        assert [s.captions for s in ds.samples] == [it.captions for it in corpus.items]
+        assert [s.modality for s in ds.samples] == [it.modality for it in corpus.items]
+        if gt:
+            assert [s.metadata["attributes"] for s in ds.samples] == [dict(it.attributes) for it in corpus.items]
+
+
 def test_load_corpus_bad_line(tmp_path):
     bad = tmp_path / "m.jsonl"
     bad.write_text('{"path": "x.png", "modality": "image", "captions": ["a"]}\n{"path": "y.png"}\n')
