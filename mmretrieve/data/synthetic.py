@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import product
 from types import MappingProxyType
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -413,7 +413,6 @@ def _jitter_colour(colour: str, rng: np.random.Generator) -> np.ndarray:
 
 def render_image(attributes: Mapping[str, str], size: int = 64, rng: np.random.Generator | None = None) -> np.ndarray:
     """An (size, size, 3) uint8 image of the described shape; ``rng`` adds small jitter (None = exact)."""
-    rng = rng if rng is not None else None
     j = (lambda lo, hi: float(rng.uniform(lo, hi))) if rng is not None else (lambda lo, hi: 0.0)
     s = float(size)
     offset = {"left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1), "centre": (0, 0)}[attributes["position"]]
