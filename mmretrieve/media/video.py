@@ -226,7 +226,7 @@ class _PyAVReader(_Reader):
         key_sorted = np.asarray(keys, dtype=bool)[order]
         self.pts0 = int(self.pts[0])
         self.tb = float(tb)
-        self.times = (self.pts - self.pts0).astype(np.float64) * self.tb
+        self.times = np.round((self.pts - self.pts0).astype(np.float64) * self.tb, 6)
         self.keyframes = np.flatnonzero(key_sorted)
         if len(self.keyframes) == 0 or self.keyframes[0] != 0:
             self.keyframes = np.concatenate([[0], self.keyframes]).astype(np.int64)
@@ -348,22 +348,23 @@ class _DecordReader(_Reader):
         ts = np.asarray(self.vr.get_frame_timestamp(np.arange(n)), dtype=np.float64)[:, 0]
         if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) < 0):
             raise MediaError(path, "decord returned unusable frame timestamps")
-        self.times = ts - ts[0]
+        self.times = np.round(ts - ts[0], 6)
         keys = np.asarray(self.vr.get_key_indices(), dtype=np.int64)
         keys = keys[(keys >= 0) & (keys < n)]
         if len(keys) == 0 or keys[0] != 0:
             keys = np.concatenate([[0], keys]).astype(np.int64)
         self.keyframes = np.unique(keys)
         fps = float(self.vr.get_avg_fps() or 0.0)
-        h, w = self.vr[0].shape[:2] if False else self._shape()
+        h, w = self._shape()
         self.info = VideoInfo(path, _duration_from_times(self.times, fps), fps, n, w, h, "decord")
 
     def _shape(self) -> tuple[int, int]:
-        # decord exposes the size only through a decoded frame; avoid that by asking its metadata
-        # through PyAV-free means: get_batch of nothing is not allowed, so use the first frame lazily.
-        frame = self.vr.get_batch([0]).asnumpy()
+        # decord exposes the frame size only through a decoded frame
+        frame = self.vr[0].asnumpy()
         self.vr.seek(0)
-        return int(frame.shape[1]), int(frame.shape[2])
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise MediaError(self.path, f"decord returned a frame of shape {frame.shape}, expected (H, W, 3)")
+        return int(frame.shape[0]), int(frame.shape[1])
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         if not len(indices):
@@ -372,8 +373,9 @@ class _DecordReader(_Reader):
             frames = self.vr.get_batch(list(indices)).asnumpy()
         except Exception as e:
             raise MediaError(self.path, f"decord failed to decode frames: {e}") from None
-        if frames.shape[0] != len(indices):
-            raise MediaError(self.path, f"decord returned {frames.shape[0]} frames for {len(indices)} requested")
+        expected = (len(indices), self.info.height, self.info.width, 3)
+        if frames.shape != expected:
+            raise MediaError(self.path, f"decord returned frames of shape {frames.shape}, expected {expected}")
         return frames
 
     def close(self) -> None:

@@ -1,0 +1,173 @@
+"""Audio decoding to mono float32 at a target rate, and deterministic fixed windows."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import MediaError
+from .windows import fixed_windows
+
+__all__ = ["AudioClip", "load_audio", "audio_from_array", "audio_windows", "MAX_CHANNELS"]
+
+MAX_CHANNELS = 64
+"""2-D sample arrays are (num_samples, channels); more channels than this is taken as a transposed array."""
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """One window of audio: mono float32 samples at ``sample_rate``, from ``start`` to ``end`` seconds."""
+
+    start: float
+    end: float
+    samples: np.ndarray
+    sample_rate: int
+
+
+def _to_float(arr: np.ndarray, where: str | None) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(arr.dtype, np.signedinteger):
+        return (arr.astype(np.float64) / float(-np.iinfo(arr.dtype).min)).astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating):
+        return arr.astype(np.float32, copy=False)
+    raise MediaError(where, f"unsupported audio sample dtype {arr.dtype}")
+
+
+def _check_rate(rate: Any, where: str | None, argument: str) -> int:
+    try:
+        ok = float(rate) == int(rate) and int(rate) > 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise MediaError(where, f"{argument} must be a positive whole number of Hz, got {rate!r}")
+    return int(rate)
+
+
+def _mono_resampled(samples: Any, sample_rate: Any, target_rate: Any, where: str | None) -> np.ndarray:
+    """Shared checks + channel averaging + resampling for files and arrays."""
+    sr = _check_rate(sample_rate, where, "sample rate")
+    target = _check_rate(target_rate, None, "target sample_rate")
+    if type(samples).__module__.split(".")[0] == "torch" and hasattr(samples, "detach"):
+        samples = samples.detach().cpu().numpy()
+    arr = np.asarray(samples)
+    if arr.ndim == 2:
+        if arr.shape[1] > MAX_CHANNELS:
+            raise MediaError(
+                where,
+                f"audio array of shape {arr.shape} has {arr.shape[1]} channels; expected (num_samples, channels) "
+                "(transpose a (channels, num_samples) array)",
+            )
+    elif arr.ndim != 1:
+        raise MediaError(where, f"audio must be 1-D (samples) or 2-D (samples, channels), got shape {arr.shape}")
+    if arr.size == 0 or arr.shape[0] == 0:
+        raise MediaError(where, "no audio samples (empty)")
+    arr = _to_float(arr, where)
+    if not np.all(np.isfinite(arr)):
+        raise MediaError(where, "audio contains NaN or infinite samples")
+    mono = arr.mean(axis=1, dtype=np.float64).astype(np.float32) if arr.ndim == 2 else arr
+    if sr != target:
+        import torch
+        import torchaudio.functional as AF
+
+        g = math.gcd(sr, target)
+        with torch.inference_mode():
+            out = AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), sr // g, target // g)
+        mono = out.numpy()
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    with sf.SoundFile(path) as f:
+        rate = f.samplerate
+        declared = f.frames
+        data = f.read(dtype="float32", always_2d=True)
+    if declared > 0 and data.shape[0] < declared and f.format not in ("MPEG", "OGG"):
+        raise MediaError(path, f"truncated: header declares {declared} samples, file holds {data.shape[0]}")
+    return data, rate
+
+
+def _read_pyav(path: str) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as e:
+        raise MediaError(path, f"cannot open audio: {e}") from None
+    with container:
+        if not container.streams.audio:
+            raise MediaError(path, "no audio stream in file")
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate or stream.rate
+        if not rate:
+            raise MediaError(path, "audio stream has a sample rate of 0 Hz")
+        chunks = []
+        try:
+            for frame in container.decode(stream):
+                a = frame.to_ndarray()
+                # planar formats come as (channels, n); packed as (1, n * channels)
+                if not frame.format.is_planar:
+                    a = a.reshape(-1, len(frame.layout.channels)).T
+                chunks.append(_to_float(a, path).T)
+        except MediaError:
+            raise
+        except Exception as e:
+            raise MediaError(path, f"corrupt audio data: {e}") from None
+    if not chunks:
+        raise MediaError(path, "no audio samples (empty)")
+    return np.concatenate(chunks, axis=0), int(rate)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """Decode a file to mono float32 at ``sample_rate`` (channels averaged).
+
+    soundfile reads what libsndfile can (wav, flac, ogg, mp3, aiff, ...); PyAV reads the rest
+    (m4a/aac, opus in other containers). Bad files raise MediaError(path, reason).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MediaError(path, "file not found")
+    if os.path.isdir(path):
+        raise MediaError(path, "is a directory, not an audio file")
+    if os.path.getsize(path) == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    _check_rate(sample_rate, None, "sample_rate")
+    try:
+        data, rate = _read_soundfile(path)
+    except MediaError:
+        raise
+    except Exception as sf_error:
+        try:
+            data, rate = _read_pyav(path)
+        except MediaError as e:
+            raise MediaError(path, f"{e.reason} (soundfile: {sf_error})") from None
+    return _mono_resampled(data, rate, sample_rate, path)
+
+
+def audio_from_array(samples: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
+    """In-memory samples ((N,) or (N, channels); float, or integer PCM) -> mono float32 at ``target_rate``."""
+    return _mono_resampled(samples, sample_rate, target_rate, None)
+
+
+def audio_windows(
+    samples: np.ndarray, sample_rate: int, window: float | None = 10.0, *, min_tail: float = 1.0
+) -> list[AudioClip]:
+    """Cut mono samples into fixed windows (see fixed_windows); the last one ends at the last sample."""
+    arr = np.asarray(samples)
+    if arr.ndim != 1:
+        raise MediaError(None, f"audio_windows expects mono 1-D samples, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise MediaError(None, "no audio samples (empty)")
+    sr = _check_rate(sample_rate, None, "sample_rate")
+    n = arr.shape[0]
+    clips = []
+    for start, end in fixed_windows(n / sr, window, min_tail=min_tail):
+        a = int(round(start * sr))
+        b = n if end >= n / sr else int(round(end * sr))
+        clips.append(AudioClip(start, end, arr[a:b], sr))
+    return clips
