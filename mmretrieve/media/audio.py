@@ -80,14 +80,36 @@ def _mono_resampled(samples: Any, sample_rate: Any, target_rate: Any, where: str
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def _check_riff_size(path: str) -> None:
+    """WAV/AIFF headers state the file's size; libsndfile silently reads a truncated file's remainder."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if len(head) < 12:
+        return
+    if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+        declared = int.from_bytes(head[4:8], "little" if head[:4] == b"RIFF" else "big")
+    elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        declared = int.from_bytes(head[4:8], "big")
+    else:
+        return
+    if 0 < declared < 0xFFFFFFF0 and declared + 8 > size:  # 0 / 0xFFFFFFFF: streaming writers
+        raise MediaError(path, f"truncated: header declares {declared + 8} bytes, file has {size}")
+
+
 def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
     import soundfile as sf
+
+    _check_riff_size(path)
 
     with sf.SoundFile(path) as f:
         rate = f.samplerate
         declared = f.frames
+        fmt = f.format
         data = f.read(dtype="float32", always_2d=True)
-    if declared > 0 and data.shape[0] < declared and f.format not in ("MPEG", "OGG"):
+    # compressed formats may only estimate their length: allow a small shortfall
+    slack = 0 if fmt in ("WAV", "AIFF", "FLAC", "WAVEX") else int(0.01 * declared) + 4096
+    if declared > 0 and data.shape[0] < declared - slack:
         raise MediaError(path, f"truncated: header declares {declared} samples, file holds {data.shape[0]}")
     return data, rate
 
