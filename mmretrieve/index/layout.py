@@ -1,0 +1,162 @@
+"""Files of an index directory, atomic writes, and recovery of an interrupted save.
+
+    <index>/manifest.json   format name/version, dim, factory, fingerprint (human-readable copy of
+                            the database's meta table; both must agree)
+    <index>/meta.sqlite     source of truth (+ -wal/-shm while open)
+    <index>/vectors.faiss   derived faiss cache (see vectors.py); may be absent or stale
+    <index>/writer.lock     flock target of the single writer
+
+save(other) builds <other>.tmp-<pid>-<rand>/ completely (manifest.json written last, everything
+fsynced), then renames it into place; that rename is the commit point. If <other> already exists it
+is first renamed to <other>.old-<pid>-<rand>. A crash therefore leaves either the old index in place,
+or <other> missing beside an .old-* copy, which recover_interrupted_save() renames back on the next
+open (the unfinished save is discarded). Leftover .tmp-* dirs of dead processes are deleted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+from ..errors import IndexCorruptError
+
+__all__ = ["MANIFEST_NAME", "CACHE_NAME", "FORMAT_NAME", "FORMAT_VERSION", "atomic_write_bytes",
+           "fsync_dir", "sibling_name", "TMP_TAG", "OLD_TAG", "write_manifest", "read_manifest", "recover_interrupted_save", "sibling_candidates"]
+
+MANIFEST_NAME = "manifest.json"
+CACHE_NAME = "vectors.faiss"
+FORMAT_NAME = "mmretrieve-index"
+FORMAT_VERSION = 1
+TMP_TAG = ".tmp-"
+OLD_TAG = ".old-"
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, chunks: list[bytes | memoryview]) -> None:
+    """Write a file so readers and crashes only ever see the old or the complete new content."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def write_manifest(index_dir: str, *, dim: int, factory: str, fingerprint: dict) -> None:
+    body = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "dim": int(dim),
+            "factory": factory, "fingerprint": fingerprint}
+    atomic_write_bytes(os.path.join(index_dir, MANIFEST_NAME),
+                       [json.dumps(body, indent=2, sort_keys=True).encode("utf-8")])
+
+
+def read_manifest(index_dir: str) -> dict[str, Any]:
+    path = os.path.join(index_dir, MANIFEST_NAME)
+    if not os.path.isdir(index_dir):
+        raise IndexCorruptError(f"{index_dir}: no index directory here")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(1 << 20)
+        body = json.loads(raw.decode("utf-8"))
+    except FileNotFoundError:
+        raise IndexCorruptError(f"{path}: missing; {index_dir} is not an mmretrieve index") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexCorruptError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
+        raise IndexCorruptError(f"{path}: not an mmretrieve index manifest")
+    if body.get("format_version") != FORMAT_VERSION:
+        raise IndexCorruptError(
+            f"{path}: format version {body.get('format_version')!r}, this mmretrieve reads {FORMAT_VERSION}")
+    dim, factory, fp = body.get("dim"), body.get("factory"), body.get("fingerprint")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0 or not isinstance(factory, str) \
+            or not isinstance(fp, dict):
+        raise IndexCorruptError(f"{path}: dim/factory/fingerprint missing or of the wrong type")
+    return body
+
+
+def sibling_candidates(target: str) -> tuple[list[str], list[str]]:
+    """Complete temporary snapshots and renamed-away old copies of target, newest first."""
+    parent, name = os.path.split(os.path.abspath(target))
+    tmps, olds = [], []
+    try:
+        entries = os.listdir(parent or ".")
+    except OSError:
+        return [], []
+    for entry in entries:
+        full = os.path.join(parent, entry)
+        if entry.startswith(name + TMP_TAG) and os.path.isfile(os.path.join(full, MANIFEST_NAME)):
+            tmps.append(full)
+        elif entry.startswith(name + OLD_TAG) and os.path.isfile(os.path.join(full, MANIFEST_NAME)):
+            olds.append(full)
+    key = lambda p: os.stat(os.path.join(p, MANIFEST_NAME)).st_mtime_ns  # noqa: E731
+    return sorted(tmps, key=key, reverse=True), sorted(olds, key=key, reverse=True)
+
+
+def recover_interrupted_save(target: str, *, write: bool) -> str | None:
+    """The directory to load for target: target itself when healthy; the renamed-away old copy when
+    a save was interrupted between its two renames (with write=True it is moved back into place and
+    leftovers of dead savers are removed); None when there is nothing to recover."""
+    if os.path.isfile(os.path.join(target, MANIFEST_NAME)):
+        if write:
+            _cleanup(target)
+        return target
+    _, olds = sibling_candidates(target)
+    if not olds:
+        return None
+    if not write:
+        return olds[0]
+    if os.path.isdir(target) and not os.listdir(target):
+        os.rmdir(target)
+    if os.path.exists(target):
+        return None  # something else lives there; the caller reports it
+    os.rename(olds[0], target)
+    fsync_dir(os.path.dirname(os.path.abspath(target)) or ".")
+    _cleanup(target)
+    return target
+
+
+def sibling_name(target: str, tag: str) -> str:
+    """<target>.tmp-<pid>-<random> / <target>.old-<pid>-<random>."""
+    return f"{os.path.abspath(target)}{tag}{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _owner_alive(entry: str, tag: str) -> bool:
+    pid_text = entry.split(tag, 1)[1].split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cleanup(target: str) -> None:
+    """Remove leftover .tmp-*/.old-* siblings of a healthy target (their content is superseded),
+    except those of a live process that may still be saving."""
+    parent, name = os.path.split(os.path.abspath(target))
+    for entry in os.listdir(parent or "."):
+        for tag in (TMP_TAG, OLD_TAG):
+            if entry.startswith(name + tag) and not _owner_alive(entry[len(name):], tag):
+                full = os.path.join(parent, entry)
+                if os.path.isdir(full):
+                    shutil.rmtree(full, ignore_errors=True)

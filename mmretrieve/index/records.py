@@ -1,0 +1,103 @@
+"""What the index stores per entry (Record) and what a search returns (Hit)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..modality import Modality, parse_modality
+
+__all__ = ["Record", "Hit"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One index entry: a file (or a window of it, start/end in seconds) or an in-memory item (path None).
+
+    content_hash/mtime/size describe the source file so re-indexing can skip unchanged files;
+    metadata is user data stored as JSON (keys must be strings, values JSON-serialisable).
+    """
+
+    path: str | None
+    modality: Modality
+    start: float | None = None
+    end: float | None = None
+    content_hash: str | None = None
+    mtime: float | None = None
+    size: int | None = None
+    metadata: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result (or a stored entry from UnifiedIndex.get, with score NaN)."""
+
+    id: int
+    score: float
+    path: str | None
+    modality: Modality
+    start: float | None
+    end: float | None
+    metadata: dict
+
+
+def _opt_float(value: Any, name: str, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {name}={value!r} is not a number") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{where}: {name}={value!r} must be finite")
+    return out
+
+
+def record_row(record: Record, position: int) -> tuple:
+    """Validate a Record and turn it into the SQLite column tuple
+    (path, modality, seg_start, seg_end, content_hash, mtime, size, metadata_json)."""
+    where = f"records[{position}]"
+    if not isinstance(record, Record):
+        raise TypeError(f"{where} is a {type(record).__name__}, expected mmretrieve.index.Record")
+    path = None if record.path is None else os.fspath(record.path)
+    if path is not None and not isinstance(path, str):
+        raise TypeError(f"{where}: path must be a str or None, got {type(path).__name__}")
+    modality = parse_modality(record.modality, f"{where}.modality").value
+    start = _opt_float(record.start, "start", where)
+    end = _opt_float(record.end, "end", where)
+    if start is not None and end is not None and end < start:
+        raise ValueError(f"{where}: end={end} is before start={start}")
+    mtime = _opt_float(record.mtime, "mtime", where)
+    size = None
+    if record.size is not None:
+        if isinstance(record.size, bool) or not isinstance(record.size, int) or record.size < 0:
+            raise ValueError(f"{where}: size={record.size!r} must be a non-negative int")
+        size = int(record.size)
+    if record.content_hash is not None and not isinstance(record.content_hash, str):
+        raise TypeError(f"{where}: content_hash must be a str or None")
+    metadata = record.metadata if record.metadata is not None else {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"{where}: metadata must be a mapping, got {type(metadata).__name__}")
+    if any(not isinstance(k, str) for k in metadata):
+        raise TypeError(f"{where}: metadata keys must be strings")
+    try:
+        meta_json = json.dumps(dict(metadata), sort_keys=True, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: metadata is not JSON-serialisable ({exc})") from None
+    return (path, modality, start, end, record.content_hash, mtime, size, meta_json)
+
+
+def hit_from_row(row: tuple, score: float) -> Hit:
+    """Build a Hit from (id, path, modality, seg_start, seg_end, metadata_json)."""
+    id_, path, modality, start, end, meta_json = row
+    return Hit(
+        id=int(id_),
+        score=float(score),
+        path=path,
+        modality=Modality(modality),
+        start=start,
+        end=end,
+        metadata=json.loads(meta_json) if meta_json else {},
+    )

@@ -1,0 +1,332 @@
+"""SQLite metadata store: the source of truth of an index (rows, user metadata AND vectors).
+
+Tables
+  meta(key, value)        schema_version, dim, factory, fingerprint (JSON), uuid
+  state(generation)       bumped once per write transaction; the faiss cache records the generation
+                          it reflects and catches up from here
+  items(id, gen, path, modality, seg_start, seg_end, content_hash, mtime, size, metadata JSON)
+  vectors(id, vector)     float32 little-endian blob of length 4*dim, same id as items
+  removed(id, gen)        tombstones, so a stale faiss cache can drop removed ids without a rebuild
+
+WAL journal (readers in other processes see only committed transactions and never block the
+writer), synchronous=FULL (a committed batch survives a crash), parameterised SQL only.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import sqlite3
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..errors import IndexCorruptError
+
+__all__ = ["MetadataStore", "SCHEMA_VERSION", "DB_NAME"]
+
+SCHEMA_VERSION = 1
+DB_NAME = "meta.sqlite"
+_CHUNK = 50_000
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE state (one INTEGER PRIMARY KEY CHECK (one = 0), generation INTEGER NOT NULL);
+CREATE TABLE items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gen INTEGER NOT NULL,
+    path TEXT,
+    modality TEXT NOT NULL CHECK (modality IN ('text', 'image', 'video', 'audio')),
+    seg_start REAL,
+    seg_end REAL,
+    content_hash TEXT,
+    mtime REAL,
+    size INTEGER,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX items_path ON items (path);
+CREATE INDEX items_modality ON items (modality);
+CREATE INDEX items_gen ON items (gen);
+CREATE TABLE vectors (id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE removed (id INTEGER PRIMARY KEY, gen INTEGER NOT NULL);
+CREATE INDEX removed_gen ON removed (gen);
+"""
+
+_HIT_COLUMNS = "id, path, modality, seg_start, seg_end, metadata"
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    return type(exc) is sqlite3.DatabaseError or (
+        isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc))
+
+
+class MetadataStore:
+    """Thin typed wrapper over one sqlite3 connection (writer or read-only)."""
+
+    def __init__(self, conn: sqlite3.Connection, location: str, readonly: bool):
+        self.conn = conn
+        self.location = location
+        self.readonly = readonly
+        self._depth = 0
+        self._bumped = False
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def create(cls, db_path: str | None, *, dim: int, factory: str, fingerprint: dict,
+               uuid: str) -> "MetadataStore":
+        """Create the schema in a new database file (or ':memory:' when db_path is None)."""
+        location = ":memory:" if db_path is None else db_path
+        conn = sqlite3.connect(location, isolation_level=None, check_same_thread=False)
+        store = cls(conn, location, readonly=False)
+        store._configure()
+        conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+        with store.transaction(bump=False):
+            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
+                ("schema_version", str(SCHEMA_VERSION)), ("dim", str(int(dim))),
+                ("factory", factory), ("fingerprint", json.dumps(fingerprint, sort_keys=True)),
+                ("uuid", uuid)])
+            conn.execute("INSERT INTO state (one, generation) VALUES (0, 0)")
+        return store
+
+    @classmethod
+    def connect(cls, db_path: str, *, readonly: bool) -> "MetadataStore":
+        if not os.path.isfile(db_path):
+            raise IndexCorruptError(f"{db_path}: metadata database is missing")
+        try:
+            if readonly:
+                uri = pathlib.Path(os.path.abspath(db_path)).as_uri() + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+            store = cls(conn, db_path, readonly)
+            store._configure()
+            store.check()
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(f"{db_path}: not a readable mmretrieve metadata database ({exc})") from None
+        return store
+
+    def _configure(self) -> None:
+        c = self.conn
+        c.execute("PRAGMA busy_timeout = 10000")
+        if not self.readonly:
+            if self.location != ":memory:":
+                mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise IndexCorruptError(f"{self.location}: cannot switch SQLite to WAL mode (got {mode})")
+            c.execute("PRAGMA synchronous = FULL")
+        c.execute("PRAGMA foreign_keys = OFF")
+
+    def check(self, *, full: bool | None = None) -> None:
+        """Structural check; full=None runs SQLite's quick_check only on databases up to 64 MB."""
+        if full is None:
+            full = self.location == ":memory:" or os.path.getsize(self.location) <= 64 << 20
+        if full:
+            rows = self.conn.execute("PRAGMA quick_check").fetchall()
+            if rows != [("ok",)]:
+                raise IndexCorruptError(f"{self.location}: SQLite integrity check failed: {rows[:3]}")
+        names = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = {"meta", "state", "items", "vectors", "removed"} - names
+        if missing:
+            raise IndexCorruptError(f"{self.location}: tables missing: {sorted(missing)}")
+        version = self.meta().get("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise IndexCorruptError(
+                f"{self.location}: schema version {version!r}, this mmretrieve reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---------------------------------------------------------------- transactions
+    @contextlib.contextmanager
+    def transaction(self, *, bump: bool = True) -> Iterator[None]:
+        """One write transaction (nested calls join the outer one); bumps the generation once."""
+        if self.readonly:
+            raise RuntimeError("read-only store")  # guarded by UnifiedIndex before we get here
+        outer = self._depth == 0
+        if outer:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._bumped = False
+        self._depth += 1
+        try:
+            if bump and not self._bumped:
+                self.conn.execute("UPDATE state SET generation = generation + 1")
+                self._bumped = True
+            yield
+        except BaseException:
+            self._depth -= 1
+            if outer:
+                self.conn.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if outer:
+            self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every query inside sees one committed state."""
+        if self._depth:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            self.conn.execute("COMMIT")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    # ---------------------------------------------------------------- reads
+    def meta(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def generation(self) -> int:
+        return int(self.conn.execute("SELECT generation FROM state").fetchone()[0])
+
+    def count(self, sql_filter: tuple[str, list] | None = None) -> int:
+        if sql_filter is None:
+            return int(self.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+        clause, params = sql_filter
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM items WHERE {clause}", params).fetchone()[0])
+
+    def counts_by_modality(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality").fetchall())
+
+    def filtered_ids(self, sql_filter: tuple[str, list]) -> np.ndarray:
+        clause, params = sql_filter
+        cur = self.conn.execute(f"SELECT id FROM items WHERE {clause}", params)
+        return np.fromiter((r[0] for r in cur), dtype=np.int64)
+
+    def all_ids(self) -> np.ndarray:
+        cur = self.conn.execute("SELECT id FROM items ORDER BY id")
+        return np.fromiter((r[0] for r in cur), dtype=np.int64)
+
+    def ids_for_path(self, path: str) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM items WHERE path = ? ORDER BY id", (path,))]
+
+    def file_state(self, path: str) -> tuple[str | None, float | None, int | None] | None:
+        row = self.conn.execute(
+            "SELECT content_hash, mtime, size FROM items WHERE path = ? ORDER BY id LIMIT 1", (path,)).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def paths(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT path FROM items WHERE path IS NOT NULL ORDER BY path")]
+
+    def hit_rows(self, ids: Sequence[int]) -> dict[int, tuple]:
+        """id -> (id, path, modality, seg_start, seg_end, metadata) for the ids that exist."""
+        out: dict[int, tuple] = {}
+        ids = [int(i) for i in ids]
+        for lo in range(0, len(ids), _CHUNK):
+            chunk = json.dumps(ids[lo:lo + _CHUNK])
+            for row in self.conn.execute(
+                    f"SELECT {_HIT_COLUMNS} FROM items WHERE id IN (SELECT value FROM json_each(?))", (chunk,)):
+                out[row[0]] = row
+        return out
+
+    def vectors_by_id(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        ids = [int(i) for i in ids]
+        for lo in range(0, len(ids), _CHUNK):
+            chunk = json.dumps(ids[lo:lo + _CHUNK])
+            for id_, blob in self.conn.execute(
+                    "SELECT id, vector FROM vectors WHERE id IN (SELECT value FROM json_each(?))", (chunk,)):
+                out[id_] = self._decode(blob, dim, id_)
+        return out
+
+    def iter_vectors(self, dim: int, *, since_gen: int | None = None,
+                     ids: np.ndarray | None = None, chunk: int = _CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) chunks of live rows: all, those written after since_gen, or the given ids."""
+        if ids is not None:
+            for lo in range(0, len(ids), chunk):
+                part = [int(i) for i in ids[lo:lo + chunk]]
+                got = self.vectors_by_id(part, dim)
+                keep = [i for i in part if i in got]
+                if keep:
+                    yield np.asarray(keep, dtype=np.int64), np.stack([got[i] for i in keep])
+            return
+        if since_gen is None:
+            cur = self.conn.execute("SELECT v.id, v.vector FROM vectors v JOIN items i ON i.id = v.id ORDER BY v.id")
+        else:
+            cur = self.conn.execute(
+                "SELECT v.id, v.vector FROM items i JOIN vectors v ON v.id = i.id WHERE i.gen > ? ORDER BY i.id",
+                (since_gen,))
+        while True:
+            rows = cur.fetchmany(chunk)
+            if not rows:
+                return
+            yield (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+                   np.stack([self._decode(r[1], dim, r[0]) for r in rows]))
+
+    def removed_since(self, gen: int) -> np.ndarray:
+        cur = self.conn.execute("SELECT id FROM removed WHERE gen > ?", (gen,))
+        return np.fromiter((r[0] for r in cur), dtype=np.int64)
+
+    def _decode(self, blob: bytes, dim: int, id_: int) -> np.ndarray:
+        if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+            raise IndexCorruptError(f"{self.location}: vector of id {id_} has the wrong size")
+        return np.frombuffer(blob, dtype="<f4")
+
+    # ---------------------------------------------------------------- writes (inside transaction())
+    def insert(self, rows: Sequence[tuple], vectors: np.ndarray) -> list[int]:
+        gen = self.generation()
+        seq = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+        first = (int(seq[0]) if seq else 0) + 1
+        ids = list(range(first, first + len(rows)))
+        self.conn.executemany(
+            "INSERT INTO items (id, gen, path, modality, seg_start, seg_end, content_hash, mtime, size, metadata)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(i, gen, *row) for i, row in zip(ids, rows)])
+        little = np.ascontiguousarray(vectors, dtype="<f4")
+        self.conn.executemany("INSERT INTO vectors (id, vector) VALUES (?, ?)",
+                              [(i, little[n].tobytes()) for n, i in enumerate(ids)])
+        return ids
+
+    def delete(self, ids: Sequence[int]) -> int:
+        gen = self.generation()
+        ids = [int(i) for i in ids]
+        removed = 0
+        for lo in range(0, len(ids), _CHUNK):
+            chunk = json.dumps(ids[lo:lo + _CHUNK])
+            live = [r[0] for r in self.conn.execute(
+                "SELECT id FROM items WHERE id IN (SELECT value FROM json_each(?))", (chunk,))]
+            if not live:
+                continue
+            live_json = json.dumps(live)
+            self.conn.execute("DELETE FROM items WHERE id IN (SELECT value FROM json_each(?))", (live_json,))
+            self.conn.execute("DELETE FROM vectors WHERE id IN (SELECT value FROM json_each(?))", (live_json,))
+            self.conn.executemany("INSERT OR REPLACE INTO removed (id, gen) VALUES (?, ?)",
+                                  [(i, gen) for i in live])
+            removed += len(live)
+        return removed
+
+    def set_uuid(self, uuid: str) -> None:
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'uuid'", (uuid,))
+
+    def checkpoint(self) -> None:
+        if not self.readonly and self.location != ":memory:":
+            with contextlib.suppress(sqlite3.OperationalError):
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def backup_to(self, db_path: str) -> None:
+        """Consistent copy of the committed state into a new file (WAL mode, synced)."""
+        dst = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            self.conn.backup(dst)
+            dst.execute("PRAGMA journal_mode = WAL")
+            dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            dst.close()
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True for SQLite errors that mean a damaged file (not 'database is locked')."""
+    return _is_corruption(exc)
+

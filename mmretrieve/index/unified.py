@@ -1,0 +1,555 @@
+"""UnifiedIndex: vectors of every modality in one faiss inner-product space, plus SQLite metadata.
+
+Storage design (one directory; see layout.py, store.py, vectors.py):
+- meta.sqlite (WAL) is the source of truth for metadata AND vectors (float32 blob per row). Every
+  add / replace_path / remove, or every batch() of them, is ONE transaction that also bumps a
+  generation counter. A process killed at any moment leaves the last committed transaction, so
+  batch indexing resumes from file_state() with at most one batch redone, and nothing is duplicated.
+- vectors.faiss is a derived cache (IndexIDMap2 over the factory string) tagged with the generation
+  and database uuid it reflects, written atomically (temp file, fsync, os.replace). When stale it is
+  caught up from the database (rows with gen > cached, tombstones of removed ids), when missing or
+  from another database it is rebuilt (trainable factories are trained on the stored vectors).
+- Readers (readonly=True) take no lock and write nothing; each search runs inside one SQLite read
+  transaction and first catches the in-memory faiss index up to that snapshot, so a reader sees
+  exactly one committed state even while a writer in another process is adding.
+- One writer at a time: an exclusive flock on writer.lock -> IndexLockedError for a second writer.
+- Nothing is unpickled: JSON, SQLite, and faiss's own format behind a length + sha256 check.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sqlite3
+import threading
+import uuid as uuidlib
+from typing import Any, Iterator, Mapping, Sequence
+
+import faiss
+import numpy as np
+
+from ..errors import EncoderMismatchError, IndexCorruptError, MMRError
+from ..modality import Modality
+from .filters import build_filter
+from .layout import (CACHE_NAME, MANIFEST_NAME, OLD_TAG, TMP_TAG, fsync_dir, read_manifest,
+                     recover_interrupted_save, sibling_name, write_manifest)
+from .locking import WriterLock
+from .records import Hit, Record, hit_from_row, record_row
+from .store import DB_NAME, MetadataStore, is_corruption
+from .vectors import (TRAIN_SAMPLE, IndexTrainingError, make_faiss_index, read_cache, remove_ids,
+                      search_index, train_index, validate_factory, write_cache)
+
+__all__ = ["UnifiedIndex", "IndexReadOnlyError"]
+
+
+class IndexReadOnlyError(MMRError, PermissionError):
+    """A write was attempted on an index opened with readonly=True."""
+
+
+def _canonical(obj: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(obj, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-serialisable ({exc})") from None
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+@contextlib.contextmanager
+def _corruption_guard(location: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if is_corruption(exc):
+            raise IndexCorruptError(f"{location}: {exc}") from None
+        raise
+
+
+class UnifiedIndex:
+    """A persistent (or in-memory) multimodal vector index. Use create() or open(), not __init__."""
+
+    def __init__(self, *, store: MetadataStore, dim: int, factory: str, fingerprint: dict,
+                 path: str | None, readonly: bool, lock: WriterLock | None):
+        self.dim = dim
+        self.factory = factory
+        self.fingerprint = fingerprint
+        self.path = path
+        self.readonly = readonly
+        self._store = store
+        self._lock = lock
+        self._mutex = threading.RLock()
+        self._faiss: faiss.IndexIDMap2 | None = None
+        self._faiss_gen = -1
+        self._cache_gen = -1  # generation of the cache file on disk (writer)
+        self._closed = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, dim: int, fingerprint: dict, *, factory: str = "Flat",
+               path: str | os.PathLike | None = None) -> "UnifiedIndex":
+        """A new empty index; on disk at `path` (a new or empty directory) or in memory (path=None)."""
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+            raise ValueError(f"dim={dim!r} must be a positive int")
+        if not isinstance(fingerprint, Mapping):
+            raise ValueError(f"fingerprint must be a dict, got {type(fingerprint).__name__}")
+        fingerprint = _canonical(dict(fingerprint), "fingerprint")
+        validate_factory(dim, factory)
+        token = uuidlib.uuid4().hex
+        if path is None:
+            store = MetadataStore.create(None, dim=dim, factory=factory, fingerprint=fingerprint, uuid=token)
+            return cls(store=store, dim=dim, factory=factory, fingerprint=fingerprint, path=None,
+                       readonly=False, lock=None)
+        target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        if os.path.isfile(os.path.join(target, MANIFEST_NAME)):
+            raise FileExistsError(f"{target} is already an mmretrieve index; use UnifiedIndex.open()")
+        if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
+            raise FileExistsError(f"{target} exists and is not an empty directory; choose a new path")
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        tmp = sibling_name(target, TMP_TAG)
+        os.mkdir(tmp)
+        try:
+            store = MetadataStore.create(os.path.join(tmp, DB_NAME), dim=dim, factory=factory,
+                                         fingerprint=fingerprint, uuid=token)
+            store.close()
+            write_manifest(tmp, dim=dim, factory=factory, fingerprint=fingerprint)
+            fsync_dir(tmp)
+            os.rename(tmp, target)  # also replaces an empty directory
+            fsync_dir(parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.open(target)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> "UnifiedIndex":
+        """Open an index directory. Writers take the lock (IndexLockedError if held) and finish an
+        interrupted save; readonly opens never lock and never write. Damage -> IndexCorruptError."""
+        target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        if not readonly and os.path.isfile(os.path.join(target, MANIFEST_NAME)):
+            lock: WriterLock | None = WriterLock(target)
+            lock.acquire()  # before touching anything
+        else:
+            lock = None
+        store = None
+        try:
+            where = recover_interrupted_save(target, write=not readonly)
+            if where is None:
+                read_manifest(target)  # raises the precise IndexCorruptError
+                where = target
+            if not readonly and lock is None:
+                lock = WriterLock(where)
+                lock.acquire()
+            manifest = read_manifest(where)
+            store = MetadataStore.connect(os.path.join(where, DB_NAME), readonly=readonly)
+            with _corruption_guard(store.location):
+                meta = store.meta()
+                try:
+                    db_fp = json.loads(meta.get("fingerprint", ""))
+                    db_dim = int(meta.get("dim", ""))
+                except ValueError:
+                    raise IndexCorruptError(f"{store.location}: meta table is damaged") from None
+            if db_dim != manifest["dim"] or meta.get("factory") != manifest["factory"] \
+                    or db_fp != manifest["fingerprint"]:
+                raise IndexCorruptError(
+                    f"{os.path.join(where, MANIFEST_NAME)}: disagrees with {DB_NAME} on dim, factory or "
+                    "fingerprint (edited or mixed from two indexes)")
+            index = cls(store=store, dim=db_dim, factory=manifest["factory"], fingerprint=db_fp,
+                        path=target, readonly=readonly, lock=lock)
+            index._load_cache(os.path.join(where, CACHE_NAME), meta.get("uuid", ""))
+            return index
+        except BaseException:
+            if store is not None:
+                store.close()
+            if lock is not None:
+                lock.release()
+            raise
+
+    def _load_cache(self, cache_path: str, db_uuid: str) -> None:
+        if not os.path.exists(cache_path):
+            return
+        index, header = read_cache(cache_path, dim=self.dim, factory=self.factory)
+        with self._mutex, self._store.snapshot(), _corruption_guard(self._store.location):
+            gen = self._store.generation()
+        if header.get("uuid") != db_uuid or not isinstance(header.get("generation"), int) \
+                or header["generation"] > gen:
+            return  # a cache of another database or of a newer state: ignore, rebuild on demand
+        self._faiss, self._faiss_gen = index, header["generation"]
+        self._cache_gen = header["generation"]
+
+    # ------------------------------------------------------------------ helpers
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"index {self.path or '<in-memory>'} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.readonly:
+            raise IndexReadOnlyError(f"index {self.path} was opened with readonly=True; open it without "
+                                     "readonly to modify it")
+
+    def _as_vectors(self, vectors: Any, n_expected: int | None, what: str = "vectors") -> np.ndarray:
+        if hasattr(vectors, "detach"):  # torch tensor, without importing torch
+            vectors = vectors.detach().cpu().numpy()
+        arr = np.asarray(vectors)
+        if arr.ndim == 1 and what == "queries":
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise ValueError(f"{what} must have shape (N, {self.dim}), got {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"{what} must be floating point (float32), got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{what} contain NaN or infinite values")
+        if n_expected is not None and arr.shape[0] != n_expected:
+            raise ValueError(f"{what} has {arr.shape[0]} rows but {n_expected} records were given")
+        return arr
+
+    def _rows(self, records: Sequence[Record], path: str | None = None) -> list[tuple]:
+        rows = [record_row(r, i) for i, r in enumerate(records)]
+        if path is not None:
+            for i, row in enumerate(rows):
+                if row[0] != path:
+                    raise ValueError(f"records[{i}].path={row[0]!r} differs from replace_path({path!r})")
+        return rows
+
+    # ------------------------------------------------------------------ fingerprint
+    def check_fingerprint(self, fingerprint: dict) -> None:
+        """EncoderMismatchError listing the keys where `fingerprint` differs from the index's."""
+        given = _flatten(_canonical(dict(fingerprint), "fingerprint"))
+        mine = _flatten(self.fingerprint)
+        diff = sorted(k for k in set(given) | set(mine) if given.get(k, "<absent>") != mine.get(k, "<absent>"))
+        if diff:
+            details = "; ".join(f"{k}: index={mine.get(k, '<absent>')!r} given={given.get(k, '<absent>')!r}"
+                                for k in diff[:8])
+            more = f" (+{len(diff) - 8} more)" if len(diff) > 8 else ""
+            raise EncoderMismatchError(
+                f"index {self.path or '<in-memory>'} was built with a different encoder; differing keys: "
+                f"{details}{more}. Use the encoder that built it, or build a new index")
+
+    # ------------------------------------------------------------------ writes
+    @contextlib.contextmanager
+    def batch(self) -> Iterator["UnifiedIndex"]:
+        """Group several add/replace_path/remove calls into ONE transaction (all or nothing)."""
+        self._check_writable()
+        with self._mutex, _corruption_guard(self._store.location), self._store.transaction():
+            yield self
+
+    def add(self, vectors: Any, records: Sequence[Record]) -> list[int]:
+        """Store N vectors with their records in one transaction; returns the new int64 ids."""
+        self._check_writable()
+        records = list(records)
+        arr = self._as_vectors(vectors, len(records))
+        rows = self._rows(records)
+        if not rows:
+            return []
+        with self._mutex, _corruption_guard(self._store.location), self._store.transaction():
+            return self._store.insert(rows, arr)
+
+    def replace_path(self, path: str | os.PathLike, vectors: Any, records: Sequence[Record]) -> list[int]:
+        """Upsert a file: drop every row of `path` and add the new ones, in one transaction."""
+        self._check_writable()
+        path = os.fspath(path)
+        records = list(records)
+        arr = self._as_vectors(vectors, len(records))
+        rows = self._rows(records, path)
+        with self._mutex, _corruption_guard(self._store.location), self._store.transaction():
+            self._store.delete(self._store.ids_for_path(path))
+            return self._store.insert(rows, arr) if rows else []
+
+    def remove(self, ids: Any) -> int:
+        """Remove rows by id; returns how many existed."""
+        self._check_writable()
+        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
+        if not ids:
+            return 0
+        with self._mutex, _corruption_guard(self._store.location), self._store.transaction():
+            return self._store.delete(ids)
+
+    def remove_path(self, path: str | os.PathLike) -> int:
+        """Remove every row of a file; returns how many."""
+        self._check_writable()
+        with self._mutex, _corruption_guard(self._store.location), self._store.transaction():
+            return self._store.delete(self._store.ids_for_path(os.fspath(path)))
+
+    # ------------------------------------------------------------------ reads
+    def _read(self) -> contextlib.ExitStack:
+        self._check_open()
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._mutex)
+        stack.enter_context(_corruption_guard(self._store.location))
+        stack.enter_context(self._store.snapshot())
+        return stack
+
+    def file_state(self, path: str | os.PathLike) -> tuple[str | None, float | None, int | None] | None:
+        """(content_hash, mtime, size) recorded for a file, or None if it is not indexed."""
+        with self._read():
+            return self._store.file_state(os.fspath(path))
+
+    def paths(self) -> list[str]:
+        with self._read():
+            return self._store.paths()
+
+    def __len__(self) -> int:
+        with self._read():
+            return self._store.count()
+
+    def count(self, modality: Any = None) -> int:
+        with self._read():
+            return self._store.count(build_filter(modality))
+
+    def stats(self) -> dict:
+        """{"total": n, "text": n, "image": n, "video": n, "audio": n}."""
+        with self._read():
+            by = self._store.counts_by_modality()
+        out = {"total": sum(by.values())}
+        out.update({m.value: int(by.get(m.value, 0)) for m in Modality})
+        return out
+
+    @property
+    def generation(self) -> int:
+        """Number of committed write transactions (changes whenever the content changes)."""
+        with self._read():
+            return self._store.generation()
+
+    def get(self, ids: Any) -> list[Hit]:
+        """Stored entries by id, in the given order (score NaN); KeyError for unknown ids."""
+        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
+        with self._read():
+            rows = self._store.hit_rows(ids)
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise KeyError(f"ids not in index {self.path or '<in-memory>'}: {missing[:10]}")
+        return [hit_from_row(rows[i], math.nan) for i in ids]
+
+    def vectors(self, ids: Any) -> np.ndarray:
+        """(len(ids), dim) float32 stored vectors, in the given order; KeyError for unknown ids."""
+        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
+        with self._read():
+            got = self._store.vectors_by_id(ids, self.dim)
+        missing = [i for i in ids if i not in got]
+        if missing:
+            raise KeyError(f"ids not in index {self.path or '<in-memory>'}: {missing[:10]}")
+        if not ids:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([got[i] for i in ids]).astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------ faiss side
+    def _rebuild(self) -> None:
+        """Build the faiss index from every stored vector (training it first if needed)."""
+        gen = self._store.generation()
+        index = make_faiss_index(self.dim, self.factory)
+        if not index.is_trained:
+            ids = self._store.all_ids()
+            if len(ids) == 0:
+                self._faiss, self._faiss_gen = index, gen
+                return
+            if len(ids) > TRAIN_SAMPLE:
+                ids = ids[np.linspace(0, len(ids) - 1, TRAIN_SAMPLE).astype(np.int64)]
+            sample = np.concatenate([v for _, v in self._store.iter_vectors(self.dim, ids=ids)])
+            train_index(index, sample, self.factory)
+        for ids, vecs in self._store.iter_vectors(self.dim):
+            index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
+        self._faiss, self._faiss_gen = index, gen
+
+    def _ensure_faiss(self) -> faiss.IndexIDMap2:
+        """Bring the in-memory faiss index to the generation of the current (read) transaction."""
+        gen = self._store.generation()
+        if self._faiss is not None and self._faiss_gen == gen:
+            return self._faiss
+        if self._faiss is None or self._faiss_gen > gen or not self._faiss.is_trained:
+            self._rebuild()
+        else:
+            if not remove_ids(self._faiss, self._store.removed_since(self._faiss_gen)):
+                self._rebuild()
+            else:
+                for ids, vecs in self._store.iter_vectors(self.dim, since_gen=self._faiss_gen):
+                    self._faiss.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
+                self._faiss_gen = gen
+        if self._faiss.ntotal != self._store.count():
+            self._rebuild()  # cache disagreed with the database (should not happen): trust the database
+        return self._faiss
+
+    def rebuild(self) -> None:
+        """Rebuild the faiss index from the stored vectors (e.g. after changing faiss parameters)."""
+        with self._read():
+            self._rebuild()
+
+    def _exact(self, queries: np.ndarray, k: int, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force top-k over the stored float32 vectors (all, or the given ids), streamed."""
+        nq = len(queries)
+        best_d = np.full((nq, 0), -np.inf, dtype=np.float32)
+        best_i = np.zeros((nq, 0), dtype=np.int64)
+        source = self._store.iter_vectors(self.dim, ids=ids) if ids is not None \
+            else self._store.iter_vectors(self.dim)
+        for chunk_ids, vecs in source:
+            scores = queries @ vecs.T
+            d = np.concatenate([best_d, scores], axis=1)
+            i = np.concatenate([best_i, np.broadcast_to(chunk_ids, scores.shape)], axis=1)
+            if d.shape[1] > k:
+                part = np.argpartition(-d, k - 1, axis=1)[:, :k]
+                d = np.take_along_axis(d, part, axis=1)
+                i = np.take_along_axis(i, part, axis=1)
+            best_d, best_i = d, i
+        order = np.argsort(-best_d, axis=1, kind="stable")
+        return np.take_along_axis(best_d, order, axis=1), np.take_along_axis(best_i, order, axis=1)
+
+    def search(self, queries: Any, k: int = 10, *, modality: Any = None,
+               where: Mapping | None = None) -> list[list[Hit]]:
+        """Top-k by inner product for each query row. modality: None, a modality or a sequence of
+        them; where: {metadata key: value or list of values}. Filters are exact: k hits come back
+        whenever k matching items exist, whatever the faiss factory."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k={k!r} must be a positive int")
+        q = self._as_vectors(queries, None, "queries")
+        sql_filter = build_filter(modality, where)
+        with self._read():
+            total = self._store.count()
+            if sql_filter is not None:
+                ids: np.ndarray | None = self._store.filtered_ids(sql_filter)
+                if len(ids) == total:
+                    ids = None
+            else:
+                ids = None
+            n_match = total if ids is None else len(ids)
+            if n_match == 0 or len(q) == 0:
+                return [[] for _ in range(len(q))]
+            kk = int(min(k, n_match))
+            index = self._ensure_faiss()
+            try:
+                dist, lab = search_index(index, q, kk, ids)
+            except RuntimeError:
+                dist, lab = np.zeros((len(q), kk), np.float32), np.full((len(q), kk), -1, np.int64)
+            short = np.nonzero((lab < 0).any(axis=1))[0]
+            if len(short):  # approximate index missed filtered items: widen, then go exact
+                try:
+                    d2, l2 = search_index(index, q[short], kk, ids, exhaustive=True)
+                    dist[short], lab[short] = d2, l2
+                except RuntimeError:
+                    pass
+                short = np.nonzero((lab < 0).any(axis=1))[0]
+                if len(short):
+                    d3, l3 = self._exact(q[short], kk, ids)
+                    dist[short], lab[short] = d3, l3
+            rows = self._store.hit_rows(np.unique(lab[lab >= 0]).tolist())
+        return [[hit_from_row(rows[int(i)], float(s)) for s, i in zip(dist[r], lab[r]) if int(i) in rows]
+                for r in range(len(q))]
+
+    # ------------------------------------------------------------------ persistence
+    def _write_cache(self, directory: str, uuid: str) -> int | None:
+        """Write the faiss cache for the current snapshot into directory; None if untrainable yet."""
+        try:
+            index = self._ensure_faiss()
+        except IndexTrainingError:
+            return None
+        write_cache(os.path.join(directory, CACHE_NAME), index, generation=self._faiss_gen, uuid=uuid,
+                    dim=self.dim, factory=self.factory)
+        return self._faiss_gen
+
+    def save(self, path: str | os.PathLike | None = None) -> None:
+        """Persist. No path (or the index's own path): write the faiss cache atomically (the database
+        is already durable). Another path: write a full snapshot there atomically (temp dir, then
+        rename; an existing index there is replaced, a crash leaves the previous one loadable). The
+        index itself stays where it was (an in-memory index stays in memory)."""
+        self._check_open()
+        target = None if path is None else os.path.abspath(os.path.expanduser(os.fspath(path)))
+        if target is None or target == self.path:
+            if self.path is None:
+                raise ValueError("this index is in memory: pass save(path) to write it to disk")
+            self._check_writable()
+            with self._read():
+                if self._cache_gen != self._store.generation():
+                    gen = self._write_cache(self.path, self._store.meta()["uuid"])
+                    if gen is not None:
+                        self._cache_gen = gen
+            self._store.checkpoint()
+            return
+        self._save_snapshot(target)
+
+    def _save_snapshot(self, target: str) -> None:
+        target_lock = None
+        if os.path.exists(target):
+            if not os.path.isfile(os.path.join(target, MANIFEST_NAME)):
+                if os.path.isdir(target) and not os.listdir(target):
+                    os.rmdir(target)
+                else:
+                    raise FileExistsError(
+                        f"{target} exists and is not an mmretrieve index; refusing to overwrite it")
+            else:
+                target_lock = WriterLock(target)
+                target_lock.acquire()  # IndexLockedError if someone is writing it
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = sibling_name(target, TMP_TAG)
+        old = None
+        try:
+            os.mkdir(tmp)
+            new_uuid = uuidlib.uuid4().hex
+            db_path = os.path.join(tmp, DB_NAME)
+            with self._read():
+                self._store.backup_to(db_path)
+                conn = sqlite3.connect(db_path, isolation_level=None)
+                try:
+                    conn.execute("UPDATE meta SET value = ? WHERE key = 'uuid'", (new_uuid,))
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    conn.close()
+                self._write_cache(tmp, new_uuid)
+            with open(db_path, "rb+") as f:
+                os.fsync(f.fileno())
+            write_manifest(tmp, dim=self.dim, factory=self.factory, fingerprint=self.fingerprint)
+            fsync_dir(tmp)
+            parent = os.path.dirname(target)
+            if target_lock is not None:
+                old = sibling_name(target, OLD_TAG)
+                os.rename(target, old)
+            os.rename(tmp, target)  # the commit point
+            fsync_dir(parent)
+        except BaseException:
+            if old is not None and not os.path.exists(target) and os.path.isdir(old):
+                with contextlib.suppress(OSError):
+                    os.rename(old, target)  # undo in-process; after a hard crash open() does this
+                    old = None
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            if target_lock is not None:
+                target_lock.release()
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def close(self) -> None:
+        """Write the faiss cache if it is stale (writer), release the lock, close the database."""
+        if self._closed:
+            return
+        try:
+            if not self.readonly and self.path is not None:
+                try:
+                    self.save()
+                except (MMRError, OSError, sqlite3.Error):
+                    pass  # the database is the source of truth; the cache is rebuilt on open
+        finally:
+            self._closed = True
+            self._store.close()
+            if self._lock is not None:
+                self._lock.release()
+            self._faiss = None
+
+    def __enter__(self) -> "UnifiedIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.path or "<in-memory>"
+        mode = "readonly" if self.readonly else "writer"
+        return f"UnifiedIndex({where!r}, dim={self.dim}, factory={self.factory!r}, {mode})"

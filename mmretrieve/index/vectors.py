@@ -1,0 +1,156 @@
+"""The faiss side of an index: an IndexIDMap2 (inner product) over any factory string, and its
+on-disk cache file.
+
+The cache is DERIVED from the metadata store and only saves rebuild time. File format:
+    b"MMRFAISS\\x01\\n" | header length (8 bytes, little endian) | header JSON | faiss bytes
+The header holds the generation the cache reflects, the database uuid, dim, factory, ntotal,
+payload length and sha256. It is checked (magic, lengths, checksum) BEFORE faiss parses a byte, so
+a truncated or altered file becomes IndexCorruptError instead of reaching faiss's C++ reader.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from typing import Any
+
+import faiss
+import numpy as np
+
+from ..errors import IndexCorruptError, MMRError
+from .layout import atomic_write_bytes
+
+__all__ = ["IndexTrainingError", "make_faiss_index", "validate_factory", "train_index",
+           "write_cache", "read_cache", "search_index", "remove_ids"]
+
+MAGIC = b"MMRFAISS\x01\n"
+_MAX_HEADER = 1 << 16
+TRAIN_SAMPLE = 262_144
+
+
+class IndexTrainingError(MMRError, ValueError):
+    """A trainable faiss factory (IVF, PQ, ...) cannot be trained yet: too few stored vectors."""
+
+
+def make_faiss_index(dim: int, factory: str) -> faiss.IndexIDMap2:
+    try:
+        inner = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise ValueError(f"factory={factory!r} is not a faiss index_factory string ({first})") from None
+    return faiss.IndexIDMap2(inner)
+
+
+def validate_factory(dim: int, factory: str) -> None:
+    if not isinstance(factory, str) or not factory.strip():
+        raise ValueError(f"factory={factory!r} must be a non-empty faiss factory string such as 'Flat'")
+    if "IDMap" in factory:
+        raise ValueError(f"factory={factory!r}: leave out IDMap, the index always wraps it in IndexIDMap2")
+    make_faiss_index(dim, factory)
+
+
+def train_index(index: faiss.IndexIDMap2, vectors: np.ndarray, factory: str) -> None:
+    """Train a trainable index on the given sample; IndexTrainingError when faiss refuses."""
+    try:
+        index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        raise IndexTrainingError(
+            f"factory={factory!r} must be trained before searching, and {len(vectors)} stored vectors are "
+            f"too few ({msg}); add more items or create the index with factory='Flat'") from None
+    if not index.is_trained:
+        raise IndexTrainingError(f"factory={factory!r}: training on {len(vectors)} vectors did not succeed")
+
+
+def write_cache(path: str, index: faiss.IndexIDMap2, *, generation: int, uuid: str, dim: int,
+                factory: str) -> None:
+    payload = faiss.serialize_index(index)
+    view = memoryview(payload).cast("B")
+    header = json.dumps({
+        "format": 1, "generation": int(generation), "uuid": uuid, "dim": int(dim), "factory": factory,
+        "ntotal": int(index.ntotal), "nbytes": len(view), "sha256": hashlib.sha256(view).hexdigest(),
+    }, sort_keys=True).encode("utf-8")
+    atomic_write_bytes(path, [MAGIC, struct.pack("<Q", len(header)), header, view])
+
+
+def read_cache(path: str, *, dim: int, factory: str) -> tuple[faiss.IndexIDMap2, dict[str, Any]]:
+    """Load and verify a cache file; IndexCorruptError naming the file for any defect."""
+    hint = "delete it and reopen the index to rebuild it from meta.sqlite"
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(MAGIC))
+            if magic != MAGIC:
+                raise IndexCorruptError(f"{path}: not an mmretrieve faiss cache (bad magic); {hint}")
+            raw_len = f.read(8)
+            if len(raw_len) != 8:
+                raise IndexCorruptError(f"{path}: truncated header; {hint}")
+            (hlen,) = struct.unpack("<Q", raw_len)
+            if hlen > _MAX_HEADER:
+                raise IndexCorruptError(f"{path}: header length {hlen} is implausible; {hint}")
+            raw_header = f.read(hlen)
+            try:
+                header = json.loads(raw_header.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise IndexCorruptError(f"{path}: header is not valid JSON; {hint}") from None
+            if not isinstance(header, dict) or not isinstance(header.get("nbytes"), int):
+                raise IndexCorruptError(f"{path}: header lacks nbytes; {hint}")
+            if header.get("dim") != dim or header.get("factory") != factory:
+                raise IndexCorruptError(
+                    f"{path}: cache is for dim={header.get('dim')} factory={header.get('factory')!r}, "
+                    f"index has dim={dim} factory={factory!r}; {hint}")
+            nbytes = header["nbytes"]
+            size_left = os.fstat(f.fileno()).st_size - f.tell()
+            if size_left != nbytes:
+                raise IndexCorruptError(
+                    f"{path}: {size_left} payload bytes, header says {nbytes} (truncated or appended); {hint}")
+            payload = np.frombuffer(f.read(nbytes), dtype=np.uint8)
+    except OSError as exc:
+        raise IndexCorruptError(f"{path}: cannot read ({exc})") from None
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise IndexCorruptError(f"{path}: checksum mismatch (file altered or damaged); {hint}")
+    try:
+        index = faiss.deserialize_index(payload)
+    except RuntimeError as exc:
+        raise IndexCorruptError(f"{path}: faiss cannot parse the cache ({str(exc)[:200]}); {hint}") from None
+    if not isinstance(index, faiss.IndexIDMap2) or index.d != dim or index.ntotal != header.get("ntotal"):
+        raise IndexCorruptError(f"{path}: cache content does not match its header; {hint}")
+    return index, header
+
+
+def _search_params(index: faiss.IndexIDMap2, selector: Any, exhaustive: bool) -> faiss.SearchParameters:
+    inner = faiss.downcast_index(index.index)
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        ivf = None
+    if ivf is not None and inner is ivf or (ivf is not None and isinstance(inner, faiss.IndexIVF)):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nlist if exhaustive else ivf.nprobe)
+    if isinstance(inner, faiss.IndexHNSW):
+        ef = max(inner.hnsw.efSearch, 16)
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=ef * (16 if exhaustive else 1))
+    return faiss.SearchParameters(sel=selector)
+
+
+def search_index(index: faiss.IndexIDMap2, queries: np.ndarray, k: int, ids: np.ndarray | None = None,
+                 *, exhaustive: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k inner products; ids restricts the search to those ids (IDSelectorBatch)."""
+    if ids is None and not exhaustive:
+        return index.search(queries, k)
+    if ids is None:
+        selector = faiss.IDSelectorAll()
+    else:
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
+    params = _search_params(index, selector, exhaustive)
+    return index.search(queries, k, params=params)
+
+
+def remove_ids(index: faiss.IndexIDMap2, ids: np.ndarray) -> bool:
+    """Remove ids from the faiss index; False when this index type cannot remove (e.g. HNSW)."""
+    if len(ids) == 0:
+        return True
+    try:
+        index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+    except RuntimeError:
+        return False
+    return True
