@@ -22,7 +22,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from mmretrieve.modality import Modality, modality_of_path
+from mmretrieve.modality import modality_of_path
 
 from .common import DatasetError, Sample
 
@@ -89,10 +89,18 @@ class ShardReader:
         self.skip_missing = skip_missing
         self.extract_to = extract_to
         self.skipped: list[tuple[str, str]] = []
+        self._stream: Iterator[ShardSample] | None = None
 
     def __iter__(self) -> Iterator[ShardSample]:
+        """A fresh pass over all shards."""
         for shard in self.shards:
             yield from self._read_shard(shard)
+
+    def __next__(self) -> ShardSample:
+        """``next(reader)`` continues one shared pass, so the reader also works as an iterator."""
+        if self._stream is None:
+            self._stream = iter(self)
+        return next(self._stream)
 
     def _read_shard(self, shard: str) -> Iterator[ShardSample]:
         try:

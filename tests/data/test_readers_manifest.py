@@ -137,6 +137,8 @@ def test_read_shards(shard_dir):
     assert samples[0].captions == ("a dark square", "a black tile") and samples[0].modality is Modality.IMAGE
     assert samples[1].modality is Modality.AUDIO and samples[1].metadata == {"source": "lab"}
     assert samples[2].captions == ("a bright square",)
+    reader = read_shards(str(shard_dir / "shard-*.tar"))
+    assert next(reader).item_id == "000000" and next(reader).item_id == "000001"
     with samples[2].open() as f:
         assert np.asarray(Image.open(f).convert("RGB"))[0, 0, 0] == 200
 
