@@ -323,11 +323,23 @@ class _PyAVBackend(_Backend):
 # ---- decord
 
 
+def _import_decord():
+    """Import decord, loading PyAV first.
+
+    decord's wheel bundles its own FFmpeg libraries; when they are loaded before PyAV's, PyAV's
+    libvpx encoder fails to open (EINVAL). Loading PyAV first keeps both working.
+    """
+    import av  # noqa: F401
+    import decord
+
+    return decord
+
+
 @functools.lru_cache(maxsize=1)
 def decord_available() -> bool:
     """True when decord can be imported (x86-64 Linux wheels only)."""
     try:
-        import decord  # noqa: F401
+        _import_decord()
     except Exception:
         return False
     return True
@@ -335,8 +347,7 @@ def decord_available() -> bool:
 
 class _DecordReader(_Reader):
     def __init__(self, path: str):
-        import decord
-
+        decord = _import_decord()
         self.path = path
         try:
             self.vr = decord.VideoReader(path, ctx=decord.cpu(0))
@@ -389,8 +400,7 @@ class _DecordBackend(_Backend):
         return _DecordReader(path)
 
     def decode_all(self, path: str) -> int:
-        import decord
-
+        decord = _import_decord()
         try:
             vr = decord.VideoReader(path, ctx=decord.cpu(0))
             n = 0

@@ -31,3 +31,11 @@ def make_video(tmp_path):
         return write_video(tmp_path / name, level_frames(n, h, w), fps, **kw)
 
     return _make
+
+
+@pytest.fixture
+def level_codec():
+    """The level coding used by make_video: .frames(n) builds frames, .index(frame) reads one back."""
+    import types
+
+    return types.SimpleNamespace(frames=level_frames, index=frame_index, step=LEVEL_STEP)
