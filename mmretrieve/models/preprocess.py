@@ -83,7 +83,7 @@ class ImagePreprocessor:
         nh, nw = max(s, int(round(h * scale))), max(s, int(round(w * scale)))
         top, left = int(round((nh - s) / 2.0)), int(round((nw - s) / 2.0))
         for i in range(0, arr.shape[0], self.chunk):
-            x = torch.from_numpy(np.ascontiguousarray(arr[i : i + self.chunk])).permute(0, 3, 1, 2).float().div_(255.0)
+            x = torch.from_numpy(np.array(arr[i : i + self.chunk], copy=True)).permute(0, 3, 1, 2).float().div_(255.0)
             if (nh, nw) != (h, w):
                 x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
             x = x[:, :, top : top + s, left : left + s].clamp_(0.0, 1.0)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mmretrieve.models import Preset, get_preset, list_presets
+
+ROOT = Path(__file__).resolve().parents[2]
+CARDS = ROOT / "encoders"
+
+
+def test_shipped_presets():
+    names = list_presets()
+    for name in ("clip-vit-b32", "clip-vit-b16", "clip-vit-l14", "vit-b32-random", "tiny-random"):
+        assert name in names
+        p = get_preset(name)
+        assert isinstance(p, Preset) and p.name == name
+    b32 = get_preset("clip-vit-b32")
+    assert (b32.clip.model, b32.clip.pretrained) == ("ViT-B-32", "laion2b_s34b_b79k")
+    assert get_preset("clip-vit-l14").clip.quick_gelu is True
+    tiny = get_preset("tiny-random")
+    assert tiny.random_weights and tiny.clip.config["embed_dim"] == 32
+    assert tiny.clip.config["text_cfg"]["vocab_size"] == 49408
+    assert (tiny.audio.n_mels, tiny.audio.target_frames, tiny.audio.patch) == (32, 128, 16)
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(ValueError, match="unknown preset 'nope'.*clip-vit-b32.*tiny-random"):
+        get_preset("nope")
+
+
+def test_preset_from_json_path(tmp_path):
+    data = json.loads((ROOT / "mmretrieve" / "presets" / "tiny-random.json").read_text())
+    data["name"] = "my-tiny"
+    data["seed"] = 7
+    path = tmp_path / "my-tiny.json"
+    path.write_text(json.dumps(data))
+    p = get_preset(str(path))
+    assert p.name == "my-tiny" and p.seed == 7 and p.clip == get_preset("tiny-random").clip
+    data["bogus"] = 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="bogus"):
+        get_preset(str(path))
+
+
+def test_inline_config_is_read_only_and_preset_hashable():
+    p = get_preset("tiny-random")
+    with pytest.raises(TypeError):
+        p.clip.config["embed_dim"] = 64
+    assert hash(p) == hash(get_preset("tiny-random"))
+    assert replace(p, seed=1) != p
+
+
+def _card_preset(text: str) -> str | None:
+    m = re.search(r"^Preset:\s*`([^`]+)`", text, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def test_every_card_resolves_and_every_preset_has_a_card():
+    cards = sorted(CARDS.glob("*.md"))
+    named = {}
+    for card in cards:
+        name = _card_preset(card.read_text(encoding="utf-8"))
+        assert name is not None, f"{card} does not say 'Preset: `name`'"
+        assert get_preset(name).name == name == card.stem
+        named[name] = card
+    assert set(list_presets()) <= set(named), f"presets without a card: {set(list_presets()) - set(named)}"
