@@ -58,6 +58,12 @@ class WriterLock:
         finally:
             os.close(fd)
 
+    def __del__(self) -> None:  # an index dropped without close() must not keep the lock
+        try:
+            self.release()
+        except Exception:
+            pass
+
     @staticmethod
     def is_locked(index_dir: str) -> int | None:
         """PID (or -1 if unknown) of the process holding the lock of index_dir, else None."""

@@ -282,13 +282,12 @@ class UnifiedIndex:
             return self._store.delete(self._store.ids_for_path(os.fspath(path)))
 
     # ------------------------------------------------------------------ reads
-    def _read(self) -> contextlib.ExitStack:
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[None]:
+        """Serialise threads and run the body inside one SQLite read snapshot."""
         self._check_open()
-        stack = contextlib.ExitStack()
-        stack.enter_context(self._mutex)
-        stack.enter_context(_corruption_guard(self._store.location))
-        stack.enter_context(self._store.snapshot())
-        return stack
+        with self._mutex, _corruption_guard(self._store.location), self._store.snapshot():
+            yield
 
     def file_state(self, path: str | os.PathLike) -> tuple[str | None, float | None, int | None] | None:
         """(content_hash, mtime, size) recorded for a file, or None if it is not indexed."""

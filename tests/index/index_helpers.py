@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from mmretrieve.index import Record, UnifiedIndex
+from mmretrieve.index import Record
 from mmretrieve.modality import Modality
 
 DIM = 16

@@ -164,3 +164,13 @@ def test_kill_during_batches_loses_at_most_the_open_batch(on_disk):
         assert items == (n, n) and orphans == (0,)
     finally:
         conn.close()
+
+
+def test_index_dropped_without_close_releases_lock(on_disk):
+    import gc
+    ix = UnifiedIndex.open(on_disk)
+    ix.add(unit_vectors(1, seed=3), make_records(1, "dropped"))
+    del ix
+    gc.collect()
+    with UnifiedIndex.open(on_disk) as again:
+        assert len(again) == 51
