@@ -137,7 +137,8 @@ class _Reader:
     times: np.ndarray
     keyframes: np.ndarray
 
-    def read(self, indices: Sequence[int]) -> np.ndarray:  # pragma: no cover - interface
+    def read(self, indices: Sequence[int]) -> tuple[np.ndarray, list[float]]:  # pragma: no cover
+        """RGB frames (T, H, W, 3) uint8 for sorted frame indices, and their actual timestamps."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -165,8 +166,7 @@ class _Backend:
     def read(self, path: str, times: Sequence[float], keyframe_snap: bool = False) -> tuple[np.ndarray, list[float]]:
         """Frames nearest the given times (seconds from the first frame) and their timestamps."""
         with self.open(path) as r:
-            idx = _choose(r.times, r.keyframes, times, keyframe_snap)
-            return r.read(idx), [float(r.times[i]) for i in idx]
+            return r.read(_choose(r.times, r.keyframes, times, keyframe_snap))
 
     def decode_all(self, path: str) -> int:  # pragma: no cover - interface
         raise NotImplementedError
@@ -203,7 +203,7 @@ class _PyAVReader(_Reader):
         pts, keys = [], []
         try:
             for pkt in self.container.demux(stream):
-                if pkt.size == 0:
+                if pkt.size == 0 or getattr(pkt, "is_discard", False):
                     continue
                 p = pkt.pts if pkt.pts is not None else pkt.dts
                 pts.append(p)
@@ -277,25 +277,29 @@ class _PyAVReader(_Reader):
         k = np.searchsorted(self.keyframes, i, side="right") - 1
         return int(self.keyframes[max(k, 0)])
 
-    def read(self, indices: Sequence[int]) -> np.ndarray:
-        out = []
+    def read(self, indices: Sequence[int]) -> tuple[np.ndarray, list[float]]:
+        out, times = [], []
         for i in indices:
             target = int(self.pts[i])
-            key = self._key_before(i)
+            k = int(np.searchsorted(self.keyframes, i, side="right")) - 1
+            key = int(self.keyframes[max(k, 0)])
             if self.pos is None or self.pos >= target or self.pos < int(self.pts[key]):
-                # not positioned inside this keyframe's group, or past the target: seek
+                # not positioned inside this keyframe's group, or already past the target: seek
                 self._seek(int(self.pts[key]))
             frame = self._decode_until(target)
-            if frame is None or self._frame_pts(frame) != target:
-                # seek landed late or timestamps disagree: restart from the beginning once
-                self._seek(int(self.pts[0]))
+            if (frame is None or self._frame_pts(frame) != target) and k > 0:
+                # the seek landed late (or the frame is missing): try once from the keyframe before
+                self._seek(int(self.pts[int(self.keyframes[k - 1])]))
                 frame = self._decode_until(target)
             if frame is None:
                 raise MediaError(
                     self.path, f"frame at {self.times[i]:.3f}s could not be decoded (truncated or corrupt file)"
                 )
             out.append(frame.to_ndarray(format="rgb24"))
-        return np.stack(out) if out else np.zeros((0, self.info.height, self.info.width, 3), np.uint8)
+            times.append(round((self._frame_pts(frame) - self.pts0) * self.tb, 6))
+        if not out:
+            return np.zeros((0, self.info.height, self.info.width, 3), np.uint8), []
+        return np.stack(out), times
 
     def close(self) -> None:
         self.container.close()
@@ -377,9 +381,9 @@ class _DecordReader(_Reader):
             raise MediaError(self.path, f"decord returned a frame of shape {frame.shape}, expected (H, W, 3)")
         return int(frame.shape[0]), int(frame.shape[1])
 
-    def read(self, indices: Sequence[int]) -> np.ndarray:
+    def read(self, indices: Sequence[int]) -> tuple[np.ndarray, list[float]]:
         if not len(indices):
-            return np.zeros((0, self.info.height, self.info.width, 3), np.uint8)
+            return np.zeros((0, self.info.height, self.info.width, 3), np.uint8), []
         try:
             frames = self.vr.get_batch(list(indices)).asnumpy()
         except Exception as e:
@@ -387,7 +391,7 @@ class _DecordReader(_Reader):
         expected = (len(indices), self.info.height, self.info.width, 3)
         if frames.shape != expected:
             raise MediaError(self.path, f"decord returned frames of shape {frames.shape}, expected {expected}")
-        return frames
+        return frames, [float(self.times[i]) for i in indices]
 
     def close(self) -> None:
         self.vr = None
@@ -469,8 +473,8 @@ def _clips_from_reader(reader: _Reader, sampling: VideoSampling) -> Iterator[Vid
     for start, end in fixed_windows(duration, sampling.window, min_tail=sampling.min_tail):
         targets = uniform_times(start, end, sampling.frames_for(start, end))
         idx = _choose(reader.times, reader.keyframes, targets, sampling.keyframe_snap)
-        frames = reader.read(idx)
-        yield VideoClip(start, end, frames, tuple(float(reader.times[i]) for i in idx))
+        frames, times = reader.read(idx)
+        yield VideoClip(start, end, frames, tuple(float(t) for t in times))
 
 
 def iter_video_clips(path: str | os.PathLike, sampling: VideoSampling = VideoSampling()) -> Iterator[VideoClip]:
@@ -520,8 +524,8 @@ class _ArrayReader(_Reader):
         t, h, w = frames.shape[:3]
         self.info = VideoInfo("<array>", t / fps, float(fps), t, w, h, "array")
 
-    def read(self, indices: Sequence[int]) -> np.ndarray:
-        return self.frames[list(indices)]
+    def read(self, indices: Sequence[int]) -> tuple[np.ndarray, list[float]]:
+        return self.frames[list(indices)], [float(self.times[i]) for i in indices]
 
 
 def video_from_array(frames: np.ndarray, fps: float, sampling: VideoSampling = VideoSampling()) -> list[VideoClip]:

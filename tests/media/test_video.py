@@ -258,3 +258,32 @@ def test_sampling_config_validation():
         VideoSampling(window=0)
     with pytest.raises(ValueError, match="fps"):
         VideoSampling(fps=-1.0)
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".webm"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lying_duration_trusts_decoded_timestamps(make_video, tmp_path, ext, backend):
+    import av
+
+    path = make_video(f"full{ext}", n=40, fps=10.0, gop=10)
+    data = open(path, "rb").read()
+    cut = tmp_path / f"cut{ext}"
+    cut.write_bytes(data[: int(len(data) * 0.6)])  # header still claims 4 s
+    with av.open(str(cut)) as c:
+        assert c.duration / 1e6 == pytest.approx(4.0, abs=0.05)
+    info = probe_video(cut, backend)
+    assert 0.5 < info.duration < 3.9 and info.num_frames < 40
+    clips = sample_video(cut, VideoSampling(num_frames=4, window=None, backend=backend))
+    assert clips[0].end == pytest.approx(info.duration)
+    assert all(t < info.duration for t in clips[0].timestamps)
+    assert _indices(clips[0]) == [round(t * 10) for t in clips[0].timestamps]
+
+
+def test_truncated_avi_is_an_error(make_video, tmp_path):
+    path = make_video("full.avi", n=40, fps=10.0, gop=10)
+    data = open(path, "rb").read()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(MediaError) as info:
+        sample_video(cut, VideoSampling(num_frames=4, window=None))
+    assert info.value.path == str(cut)
