@@ -60,7 +60,11 @@ class Retriever:
         audio_window: float | None,
         batch_size: int = 32,
         num_workers: int | None = None,
+        weights_path: str | None = None,
     ):
+        """Pair an encoder with an index; refuses (EncoderMismatchError) an index made by another encoder."""
+        index.check_fingerprint(_index_fingerprint(encoder, video_sampling, audio_window, weights_path))
+        self.weights_path = weights_path
         self.encoder = encoder
         self.index = index
         self.video_sampling = video_sampling
@@ -99,7 +103,7 @@ class Retriever:
         a_window = encoder.preset.audio.window if audio_window is ... else audio_window
         fingerprint = _index_fingerprint(encoder, sampling, a_window, weights)
         index = UnifiedIndex.create(encoder.dim, fingerprint, factory=factory, path=None if path is None else os.fspath(path))
-        return cls(encoder, index, video_sampling=sampling, audio_window=a_window, batch_size=batch_size, num_workers=num_workers)
+        return cls(encoder, index, video_sampling=sampling, audio_window=a_window, batch_size=batch_size, num_workers=num_workers, weights_path=weights)
 
     @classmethod
     def load(
@@ -132,12 +136,18 @@ class Retriever:
                 weights=fp.get("weights_path"),
                 video_head=enc_fp.get("video_head"),
             )
-            sampling = VideoSampling(**fp["video_sampling"])
-            index.check_fingerprint(_index_fingerprint(encoder, sampling, fp["audio_window"], fp.get("weights_path")))
+            return cls(
+                encoder,
+                index,
+                video_sampling=VideoSampling(**fp["video_sampling"]),
+                audio_window=fp["audio_window"],
+                batch_size=batch_size,
+                num_workers=num_workers,
+                weights_path=fp.get("weights_path"),
+            )
         except BaseException:
             index.close()
             raise
-        return cls(encoder, index, video_sampling=sampling, audio_window=fp["audio_window"], batch_size=batch_size, num_workers=num_workers)
 
     # writing ---------------------------------------------------------------------------------------
     def add(
@@ -185,13 +195,27 @@ class Retriever:
             num_workers=self.num_workers,
             progress=progress,
         )
+        pending: list[Embedded] = []
+
+        def commit() -> None:
+            # one transaction per batch of files: a crash loses at most this batch, never a half file
+            with self.index.batch():
+                for item in pending:
+                    ids.extend(self._write(item))
+            for item in pending:
+                if item.source.path is not None:
+                    (updated if item.source.path in replacing else added).append(item.source.path)
+            pending.clear()
+
         for pos, item in enumerate(results):
             if isinstance(item, Failure):
                 failed.append((item.path or f"<in-memory #{pos}>", item.reason))
                 continue
-            ids.extend(self._write(item))
-            if item.source.path is not None:
-                (updated if item.source.path in replacing else added).append(item.source.path)
+            pending.append(item)
+            if len(pending) >= self.batch_size:
+                commit()
+        if pending:
+            commit()
         return AddReport(tuple(added), tuple(updated), tuple(unchanged), tuple(failed), tuple(ids))
 
     def _unchanged(self, path: str, state) -> bool:
