@@ -57,7 +57,7 @@ class AudioSpec:
 
     sample_rate: int = 16000
     n_mels: int = 128
-    n_fft: int = 400
+    n_fft: int = 1024  # 400 (25 ms) leaves some of 128 HTK mel filters empty at 16 kHz
     hop_length: int = 160
     window: float | None = 10.0
     target_frames: int = 1024

@@ -245,3 +245,23 @@ def test_random_presets_do_not_warn_about_audio():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UntrainedAudioWarning)
         create_encoder("tiny-random", device="cpu")
+
+
+@pytest.mark.slow
+def test_vit_b32_random_builds_without_downloads():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntrainedAudioWarning)
+        enc = create_encoder("vit-b32-random", device="cpu")
+    assert enc.dim == 512 and enc.image_size == 224 and enc.random_weights
+    assert enc.fingerprint()["clip"]["model"] == "ViT-B-32"
+    with torch.inference_mode():
+        assert enc.encode_text(["a dog"]).shape == (1, 512)
+
+
+def test_preprocessors_pickle_for_dataloader_workers(tiny, rng):
+    import pickle
+
+    img, aud = pickle.loads(pickle.dumps((tiny.image_preprocessor, tiny.audio_frontend)))
+    frame = _frames(rng, 1)[0]
+    assert torch.equal(img(frame), tiny.preprocess_image(frame))
+    assert torch.equal(aud(_tone(1.0)), tiny.preprocess_audio(_tone(1.0)))

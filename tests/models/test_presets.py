@@ -69,3 +69,20 @@ def test_every_card_resolves_and_every_preset_has_a_card():
         assert get_preset(name).name == name == card.stem
         named[name] = card
     assert set(list_presets()) <= set(named), f"presets without a card: {set(list_presets()) - set(named)}"
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_audio_front_end_of_every_preset_is_clean(name):
+    """No empty mel filters (torchaudio warns about them) and the patch grid fits."""
+    import warnings
+
+    import numpy as np
+
+    from mmretrieve.models import AudioFrontend
+
+    a = get_preset(name).audio
+    assert a.n_mels % a.patch == 0 and a.target_frames % a.patch == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mel = AudioFrontend(a)(np.zeros(a.sample_rate, np.float32))
+    assert mel.shape == (1, a.n_mels, a.target_frames)
