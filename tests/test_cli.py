@@ -1,0 +1,85 @@
+"""The mmretrieve command end to end on a generated folder with images, videos, audio and corrupt files."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mmretrieve.cli import main
+
+TINY = "tiny-random"
+
+
+@pytest.fixture(scope="module")
+def cli_index(tmp_path_factory, media_factory):
+    root = tmp_path_factory.mktemp("cli")
+    media = str(root / "media")
+    files = media_factory(media)
+    index = str(root / "media.mmr")
+    return media, files, index
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_index_search_info_end_to_end(cli_index, capsys):
+    media, files, index = cli_index
+    code, out, err = run(capsys, "index", media, "--index", index, "--preset", TINY, "--workers", "0", "--no-progress")
+    assert code == 0, err
+    assert "added 10 file(s), updated 0, unchanged 0, failed 3; 14 index entries written" in out
+    for bad in files["bad"]:
+        assert f"skipped {bad}: " in out
+    assert "3 file(s) skipped" in err
+
+    # re-running on the same folder embeds nothing
+    code, out, _ = run(capsys, "index", media, "--index", index, "--no-progress", "--workers", "0")
+    assert code == 0 and "added 0 file(s), updated 0, unchanged 10" in out and "0 index entries written" in out
+
+    # --strict turns skipped files into a failing exit status
+    code, _, _ = run(capsys, "index", files["bad"][0], "--index", index, "--no-progress", "--strict")
+    assert code == 1
+
+    code, out, _ = run(capsys, "search", index, "a dog", "--modality", "video", "-k", "5", "--json")
+    hits = json.loads(out)
+    assert code == 0 and len(hits) == 5 and {h["modality"] for h in hits} == {"video"}
+    long_windows = sorted((h["start"], h["end"]) for h in hits if h["path"].endswith("long.mp4"))
+    assert long_windows == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
+
+    img = files["image"][2]
+    code, out, _ = run(capsys, "search", index, "--file", img, "-k", "1")
+    assert code == 0 and img in out.splitlines()[0] and "1.0000" in out
+
+    code, out, _ = run(capsys, "search", index, "at night", "--file", img, "--modality", "image", "-k", "2")
+    assert code == 0 and len(out.strip().splitlines()) == 2
+
+    code, out, _ = run(capsys, "info", index, "--json")
+    info = json.loads(out)
+    assert info["counts"]["image"] == 4 and info["counts"]["video"] == 5 and info["counts"]["audio"] == 5
+    assert info["preset"] == TINY and info["audio_trained"] is False
+
+    code, out, _ = run(capsys, "info", index)
+    assert "UNTRAINED" in out and "tiny-random" in out
+
+    code, out, _ = run(capsys, "remove", index, files["video"][2])
+    assert code == 0 and "removed 3 entries" in out
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, capsys):
+    code, _, err = run(capsys, "search", str(tmp_path / "nope.mmr"), "x")
+    assert code == 2 and "nope.mmr" in err and "Traceback" not in err
+    code, _, err = run(capsys, "index", str(tmp_path / "missing"), "--index", str(tmp_path / "i.mmr"), "--preset", TINY)
+    assert code == 2 and "missing" in err
+    code, _, err = run(capsys, "index", str(tmp_path), "--index", str(tmp_path / "j.mmr"), "--preset", "no-such-preset")
+    assert code == 2 and "no-such-preset" in err
+
+
+def test_module_entry_point_runs(tmp_path):
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-m", "mmretrieve", "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "index" in out.stdout and "search" in out.stdout
