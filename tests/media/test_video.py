@@ -154,7 +154,7 @@ def test_decord_and_pyav_choose_the_same_frames(make_video, ext):
 def test_auto_falls_back_to_pyav_when_decord_fails(make_video, monkeypatch):
     path = make_video("fb.mp4", n=20, fps=10.0)
 
-    def broken(self, path):
+    def broken(self, path, **kw):
         raise RuntimeError("simulated decord crash")
 
     monkeypatch.setattr(V, "decord_available", lambda: True)
