@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import asdict, replace
+from dataclasses import replace
 from importlib import resources
 from typing import Any, Callable, Sequence
 
