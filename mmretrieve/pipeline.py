@@ -128,10 +128,10 @@ class Preparer:
         out.windows.append((None, None))
 
     def _video(self, source: Source, out: _Prepared) -> None:
-        from .media.video import sample_video, video_from_array
+        from .media.video import iter_video_clips, video_from_array
 
         if source.path is not None:
-            clips = sample_video(source.path, self.video_sampling)
+            clips = iter_video_clips(source.path, self.video_sampling)  # one window's frames in memory at a time
         elif isinstance(source.value, VideoArray):
             clips = video_from_array(np.asarray(source.value.frames), source.value.fps, self.video_sampling)
         else:
