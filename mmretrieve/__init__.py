@@ -28,6 +28,7 @@ _EXPORTS = {
     "UnifiedIndex": "index",
     "Modality": "modality",
     "create_encoder": "models",
+    "MultiModalEncoder": "models",
     "list_presets": "models",
     "get_preset": "models",
     "VideoSampling": "media.video",
@@ -61,6 +62,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .index import Hit, Record, UnifiedIndex  # noqa: F401
     from .media.video import VideoSampling  # noqa: F401
     from .modality import Modality  # noqa: F401
-    from .models import create_encoder, get_preset, list_presets  # noqa: F401
+    from .models import MultiModalEncoder, create_encoder, get_preset, list_presets  # noqa: F401
     from .query import *  # noqa: F401,F403
     from .retriever import AddReport, Retriever  # noqa: F401

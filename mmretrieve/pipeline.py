@@ -95,8 +95,14 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
 class Preparer:
     """Decode and preprocess one source into per-window tensors (runs in DataLoader workers)."""
 
+    # an audio window may exceed `window` by at most this tail, so it still fits the audio tower's input
+    AUDIO_MIN_TAIL = 0.2
+
     def __init__(self, encoder, video_sampling, audio_window: float | None):
-        self.encoder = encoder
+        # only the small, picklable CPU preprocessors travel to worker processes, never the model
+        self.image = encoder.image_preprocessor
+        self.audio = encoder.audio_frontend
+        self.sample_rate = encoder.preset.audio.sample_rate
         self.video_sampling = video_sampling
         self.audio_window = audio_window
 
@@ -124,7 +130,7 @@ class Preparer:
         from .media.image import as_rgb_array, load_image
 
         img = load_image(source.path) if source.path is not None else as_rgb_array(source.value)
-        out.tensors.append(self.encoder.preprocess_image(img))
+        out.tensors.append(self.image(img))
         out.windows.append((None, None))
 
     def _video(self, source: Source, out: _Prepared) -> None:
@@ -137,21 +143,21 @@ class Preparer:
         else:
             raise MediaError(None, "an in-memory video must be a VideoArray(frames, fps)")
         for clip in clips:
-            out.tensors.append(self.encoder.preprocess_frames(clip.frames))
+            out.tensors.append(self.image.frames(clip.frames))
             out.windows.append((float(clip.start), float(clip.end)))
 
     def _audio(self, source: Source, out: _Prepared) -> None:
         from .media.audio import audio_from_array, audio_windows, load_audio
 
-        rate = self.encoder.preset.audio.sample_rate
+        rate = self.sample_rate
         if source.path is not None:
             samples = load_audio(source.path, rate)
         elif isinstance(source.value, AudioArray):
             samples = audio_from_array(np.asarray(source.value.samples), source.value.sample_rate, rate)
         else:
             raise MediaError(None, "in-memory audio must be an AudioArray(samples, sample_rate)")
-        for clip in audio_windows(samples, rate, self.audio_window):
-            out.tensors.append(self.encoder.preprocess_audio(clip.samples))
+        for clip in audio_windows(samples, rate, self.audio_window, min_tail=self.AUDIO_MIN_TAIL):
+            out.tensors.append(self.audio(clip.samples))
             out.windows.append((float(clip.start), float(clip.end)))
 
 
