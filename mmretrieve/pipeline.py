@@ -267,13 +267,9 @@ def encode_windows(encoder, modality: Modality, tensors: Sequence[torch.Tensor],
         elif modality is Modality.AUDIO:
             out.append(_to_numpy(encoder.encode_audio(torch.stack(list(chunk)))))
         elif modality is Modality.VIDEO:
-            longest = max(t.shape[0] for t in chunk)
-            frames = chunk[0].new_zeros((len(chunk), longest) + tuple(chunk[0].shape[1:]))
-            mask = torch.zeros((len(chunk), longest), dtype=torch.bool)
-            for i, t in enumerate(chunk):
-                frames[i, : t.shape[0]] = t
-                mask[i, : t.shape[0]] = True
-            out.append(_to_numpy(encoder.encode_video(frames, mask)))
+            from .models.preprocess import pad_frames
+
+            out.append(_to_numpy(encoder.encode_video(*pad_frames(chunk))))
         else:
             raise ValueError(f"encode_windows: unsupported modality {modality}")
     return np.concatenate(out, axis=0) if out else np.zeros((0, encoder.dim), np.float32)

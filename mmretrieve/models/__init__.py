@@ -2,7 +2,7 @@
 deterministic preprocessing, and weights handling."""
 from .audio_tower import AudioTower
 from .encoder import FINGERPRINT_FORMAT, MultiModalEncoder, UntrainedAudioWarning, create_encoder
-from .preprocess import AudioFrontend, ImagePreprocessor
+from .preprocess import AudioFrontend, ImagePreprocessor, pad_frames
 from .presets import AudioSpec, ClipSpec, Preset, VideoSpec, get_preset, list_presets
 from .temporal import HEADS, MeanHead, TransformerHead, make_head
 
@@ -14,6 +14,7 @@ __all__ = [
     "FINGERPRINT_FORMAT",
     "HEADS",
     "ImagePreprocessor",
+    "pad_frames",
     "MeanHead",
     "MultiModalEncoder",
     "Preset",

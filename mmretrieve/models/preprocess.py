@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..errors import MediaError
 from .presets import AudioSpec
 
-__all__ = ["ImagePreprocessor", "AudioFrontend", "to_hwc_uint8"]
+__all__ = ["ImagePreprocessor", "AudioFrontend", "to_hwc_uint8", "pad_frames"]
 
 
 def to_hwc_uint8(image: Any) -> np.ndarray:
@@ -147,3 +147,15 @@ class AudioFrontend:
         from dataclasses import asdict
 
         return {**asdict(self.spec), "power": 2.0, "mel_scale": "htk", "center": True, "pad": "floor"}
+
+
+def pad_frames(clips: "Sequence[torch.Tensor]") -> "tuple[torch.Tensor, torch.Tensor]":
+    """Stack clips of (T_i, 3, S, S) frames into (B, T_max, 3, S, S), zero-padded, and a (B, T_max) mask
+    that is True on real frames — the input of ``encode_video``."""
+    longest = max(t.shape[0] for t in clips)
+    frames = clips[0].new_zeros((len(clips), longest) + tuple(clips[0].shape[1:]))
+    mask = torch.zeros((len(clips), longest), dtype=torch.bool)
+    for i, t in enumerate(clips):
+        frames[i, : t.shape[0]] = t
+        mask[i, : t.shape[0]] = True
+    return frames, mask
