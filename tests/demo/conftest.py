@@ -78,3 +78,11 @@ def corrupt_png(tmp_path) -> str:
     path = tmp_path / "broken.png"
     path.write_text("this is not a PNG image")
     return str(path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell whether the test failed."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
