@@ -1,0 +1,75 @@
+"""mmretrieve eval (--checkpoint DIR | --preset NAME) --protocol P --data DIR [--json FILE]
+
+Standard protocols: coco-5k, msrvtt-1k-a, clotho-eval, synthetic (see mmretrieve.evaluation.evaluate).
+``--split`` accepts the dataset's split name instead (1k-A, karpathy-test, evaluation).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ._common import add_device, add_pretrained
+
+_SPLIT_TO_PROTOCOL = {"1k-a": "msrvtt-1k-a", "karpathy-test": "coco-5k", "5k": "coco-5k", "evaluation": "clotho-eval",
+                      "synthetic": "synthetic"}
+
+
+def register(sub) -> None:
+    from ..evaluation.evaluate import PROTOCOLS
+
+    p = sub.add_parser("eval", help="evaluate an encoder or a training checkpoint with the standard retrieval protocols")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="DIR", help="a training checkpoint folder (runs/x/best, runs/x/last, ...)")
+    src.add_argument("--preset", help="evaluate a preset as is (zero-shot)")
+    p.add_argument("--weights", metavar="FILE", help="trained encoder weights (.safetensors) for --preset")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="evaluation protocol")
+    p.add_argument("--split", help="or a split name: 1k-A (MSR-VTT), karpathy-test (COCO), evaluation (Clotho)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (for synthetic: where the corpus is or will be generated)")
+    p.add_argument("--num-frames", type=int, default=None, help="frames per video (default: the checkpoint's / preset's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--skip-missing", action="store_true", help="leave out items whose media are missing, and report them")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_pretrained(p)
+    add_device(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.evaluate import results_table, run_protocol, write_results
+    from ..models import create_encoder
+
+    protocol = args.protocol
+    if protocol is None:
+        if args.split is None:
+            raise ValueError("--protocol or --split is required")
+        protocol = _SPLIT_TO_PROTOCOL.get(args.split.lower())
+        if protocol is None:
+            raise ValueError(f"--split {args.split!r}: no standard protocol; use one of {', '.join(_SPLIT_TO_PROTOCOL)}")
+    num_frames = args.num_frames
+    if args.checkpoint:
+        state_path = os.path.join(args.checkpoint, "state.json")
+        if not os.path.isfile(state_path):
+            raise FileNotFoundError(f"{args.checkpoint}: not a training checkpoint (no state.json)")
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+        from dataclasses import replace
+
+        from ..models import get_preset
+
+        preset = replace(get_preset(state["preset"]), weights=None)
+        encoder = create_encoder(preset, device=args.device, pretrained=args.pretrained or state["config"]["model"].get("pretrained"),
+                                 weights=os.path.join(args.checkpoint, "model.safetensors"), video_head=state.get("video_head"))
+        num_frames = num_frames or state.get("num_frames")
+        label = args.checkpoint
+    else:
+        encoder = create_encoder(args.preset, device=args.device, pretrained=args.pretrained, weights=args.weights)
+        label = args.preset
+    results = run_protocol(protocol, encoder, args.data, num_frames=num_frames, batch_size=args.batch_size,
+                           skip_missing=args.skip_missing)
+    print(f"{protocol}: {label}")
+    print(results_table(results))
+    if args.json:
+        write_results(results, args.json, {"protocol": protocol, "encoder": label, "encoder_id": encoder.fingerprint_id()})
+        print(f"wrote {args.json}")
+    return 0

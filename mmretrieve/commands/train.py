@@ -1,0 +1,65 @@
+"""mmretrieve train --recipe NAME|FILE [--data DIR] [--out DIR] [--set SECTION.KEY=VALUE ...]
+
+Runs (or resumes) a training run; under ``torchrun --nproc-per-node N -m mmretrieve train ...`` every
+process joins the group and the features are gathered across ranks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune the towers contrastively from a recipe (YAML)")
+    p.add_argument("--recipe", "-r", required=True, help="a shipped recipe name (see --list) or a YAML file")
+    p.add_argument("--data", metavar="DIR", help="dataset folder / manifest file (overrides data.root)")
+    p.add_argument("--out", metavar="DIR", help="run folder: checkpoints, log.csv, best/, last/ (overrides run.out)")
+    p.add_argument("--preset", help="encoder preset (overrides model.preset)")
+    p.add_argument("--pretrained", metavar="PATH_OR_TAG", help="local CLIP weights (overrides model.pretrained)")
+    p.add_argument("--device", help="torch device (overrides run.device)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any other override, value parsed as YAML (e.g. --set optim.lr=1e-5 --set data.tasks=[video])")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds a checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.set_defaults(run=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    import yaml
+
+    out: dict = {}
+    for flag, key in (("data", "data.root"), ("out", "run.out"), ("preset", "model.preset"),
+                      ("pretrained", "model.pretrained"), ("device", "run.device")):
+        if getattr(args, flag):
+            out[key] = getattr(args, flag)
+    if args.no_progress:
+        out["run.progress"] = False
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import config_to_dict, load_recipe, override, train
+
+    config = override(load_recipe(args.recipe), _overrides(args))
+    if args.print_config:
+        print(json.dumps(config_to_dict(config), indent=2))
+        return 0
+    if config.run.out is None:
+        raise ValueError("--out: a run folder is required (or run.out in the recipe)")
+    result = train(config, resume=not args.no_resume)
+    from ..evaluation.evaluate import results_table
+
+    if result.val:
+        print(results_table(result.val))
+    print(f"trained {result.step} steps; checkpoints in {config.run.out}/checkpoints, log {config.run.out}/log.csv")
+    if result.best:
+        print(f"best: step {result.best['step']} (mean text->item R@1 {result.best['mean_t2x_R@1']:.1f}) in {config.run.out}/best")
+    if config.run.export:
+        print(f"exported weights: {config.run.export}")
+    return 0

@@ -1,0 +1,140 @@
+"""Checkpoints for exact resume, in safe formats only.
+
+A checkpoint is a folder ``checkpoints/step-NNNNNNN/`` holding
+  model.safetensors    the encoder (``MultiModalEncoder.save_weights`` format: loadable with
+                       ``create_encoder(preset, weights=...)``)
+  trainer.safetensors  the learnable temperature and the torch / numpy RNG states
+  optimizer.pt         ``optimizer.state_dict()`` (plain tensors and numbers; read back with
+                       ``torch.load(weights_only=True)``, which refuses arbitrary pickles)
+  state.json           step, scheduler and scaler state, the Python RNG state, the config
+It is written to a temporary folder then renamed, and ``LATEST`` (a one-line text file naming the
+newest checkpoint) is replaced atomically afterwards: a run killed at any moment resumes from the
+last complete checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "CheckpointState", "copy_checkpoint"]
+
+_FORMAT = "mmretrieve-train-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    path: str
+    step: int
+    state: dict
+
+
+def _rng_tensors() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    py = random.getstate()
+    meta = {"numpy": [name, int(pos), int(has_gauss), float(cached)], "python": [py[0], list(py[1]), py[2]]}
+    return tensors, meta
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    name, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    v, state, g = meta["python"]
+    random.setstate((v, tuple(state), g))
+
+
+def save_checkpoint(out: str, step: int, encoder, logit_scale: torch.nn.Module, optimizer, scheduler,
+                    scaler, extra: dict[str, Any], keep_last: int = 2) -> str:
+    """Write the checkpoint of ``step`` under ``out/checkpoints`` and point ``out/LATEST`` at it."""
+    from mmretrieve.models.weights import save_safetensors
+
+    root = os.path.join(out, "checkpoints")
+    os.makedirs(root, exist_ok=True)
+    name = f"step-{step:07d}"
+    final = os.path.join(root, name)
+    tmp = final + f".tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    encoder.save_weights(os.path.join(tmp, "model.safetensors"))
+    tensors, rng_meta = _rng_tensors()
+    tensors["logit_scale.log_scale"] = logit_scale.log_scale.detach()
+    save_safetensors(os.path.join(tmp, "trainer.safetensors"), tensors, {"format": _FORMAT})
+    torch.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
+    state = {
+        "format": _FORMAT,
+        "step": step,
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": rng_meta,
+        **extra,
+    }
+    with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=1, default=float)
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    latest_tmp = os.path.join(out, f"LATEST.tmp-{os.getpid()}")
+    with open(latest_tmp, "w", encoding="utf-8") as f:
+        f.write(name + "\n")
+    os.replace(latest_tmp, os.path.join(out, "LATEST"))
+    if keep_last > 0:
+        old = sorted(d for d in os.listdir(root) if d.startswith("step-") and ".tmp-" not in d)
+        for d in old[:-keep_last]:
+            shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out: str) -> str | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    marker = os.path.join(out, "LATEST")
+    if not os.path.isfile(marker):
+        return None
+    with open(marker, encoding="utf-8") as f:
+        name = f.read().strip()
+    path = os.path.join(out, "checkpoints", name)
+    return path if os.path.isfile(os.path.join(path, "state.json")) else None
+
+
+def load_checkpoint(path: str, encoder, logit_scale: torch.nn.Module, optimizer, scheduler, scaler) -> CheckpointState:
+    """Restore everything ``save_checkpoint`` wrote into live objects; returns the step."""
+    from mmretrieve.models.weights import load_safetensors
+
+    with open(os.path.join(path, "state.json"), encoding="utf-8") as f:
+        state = json.load(f)
+    if state.get("format") != _FORMAT:
+        raise ValueError(f"{path}: not an mmretrieve training checkpoint (format {state.get('format')!r})")
+    encoder.load_weights(os.path.join(path, "model.safetensors"))
+    tensors, _ = load_safetensors(os.path.join(path, "trainer.safetensors"))
+    with torch.no_grad():
+        logit_scale.log_scale.copy_(tensors["logit_scale.log_scale"])
+    opt_state = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(opt_state)
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    _restore_rng(tensors, state["rng"])
+    return CheckpointState(path, int(state["step"]), state)
+
+
+def copy_checkpoint(src: str, dst: str) -> None:
+    """Copy a checkpoint folder atomically (e.g. to ``out/best``)."""
+    tmp = dst + f".tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)

@@ -1,0 +1,267 @@
+"""Typed training configuration and recipe loading.
+
+A recipe is a YAML file (shipped ones live in ``mmretrieve/recipes/``, package data) whose top-level
+sections map one to one onto the frozen dataclasses below::
+
+    model: {preset: tiny-random, video_head: mean}
+    data:  {kind: synthetic, root: ..., tasks: [image, video, audio]}
+    optim: {lr: 1e-3, lr_pretrained: 1e-4, epochs: 5, batch_size: 32}
+    lock:  {text: true}
+    run:   {seed: 0, amp: none}
+
+Unknown keys are errors (naming the section and the key), so a typo never silently trains the
+wrong thing. ``override(config, {"optim.lr": 1e-4})`` applies dotted overrides (the CLI's ``--set``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from typing import Any, Mapping
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "OptimConfig",
+    "LockConfig",
+    "RunConfig",
+    "TrainConfig",
+    "list_recipes",
+    "load_recipe",
+    "config_from_dict",
+    "config_to_dict",
+    "override",
+]
+
+_AMP = ("none", "bf16", "fp16")
+_DATA_KINDS = ("synthetic", "manifest", "coco", "msrvtt", "clotho")
+_TASKS = ("image", "video", "audio")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which encoder to fine-tune. ``weights`` loads a previous checkpoint (safetensors) first;
+    ``preset_weights: false`` ignores the preset's own trained weights (to retrain a shipped model
+    from its seed, as the synthetic-sample recipe does)."""
+
+    preset: str = "tiny-random"
+    pretrained: str | None = None
+    weights: str | None = None
+    video_head: str | None = None
+    preset_weights: bool = True
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the (caption, media) pairs come from.
+
+    kind: synthetic (generated under ``root`` with ``synthetic``'s sizes), manifest (``root`` is the
+        manifest file), coco / msrvtt / clotho (``root`` is the dataset folder; see datasets/*.md).
+    tasks: the modalities paired with text (each a contrastive task on its own batch).
+    train_split / val_split: reader split names (ignored for synthetic and manifest).
+    val_fraction: held-out share for synthetic / manifest data (deterministic by seed).
+    num_frames: frames per training video (None = the preset's).
+    cache: keep preprocessed tensors in memory after the first epoch (small datasets).
+    """
+
+    kind: str = "synthetic"
+    root: str | None = None
+    tasks: tuple[str, ...] = _TASKS
+    train_split: str | None = None
+    val_split: str | None = None
+    val_fraction: float = 0.25
+    synthetic: Mapping[str, Any] = field(default_factory=dict)
+    num_frames: int | None = None
+    cache: bool = True
+    num_workers: int = 0
+    skip_missing: bool = False
+    max_val_items: int | None = 1000
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay.
+
+    lr applies to new modules (temporal head, audio tower, temperature); lr_pretrained to the
+    pretrained CLIP towers (CLIP4Clip: 1e-7 vs 1e-4). None means the same as lr.
+    """
+
+    lr: float = 1e-4
+    lr_pretrained: float | None = None
+    weight_decay: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 0
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    grad_clip: float | None = 1.0
+    init_temperature: float = 0.07
+    learn_temperature: bool = True
+    max_logit_scale: float = 100.0
+
+
+@dataclass(frozen=True)
+class LockConfig:
+    """Towers kept frozen (LanguageBind-style: lock the text tower, train the others).
+
+    ``audio_from_pretrained`` counts the audio tower as pretrained (lower LR) when it was initialised
+    from a pretrained image tower; False treats it as a new module.
+    """
+
+    text: bool = False
+    image: bool = False
+    token_embedding: bool = False
+    audio_from_pretrained: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Run-time choices: output folder, seed, precision, logging and checkpoint cadence.
+
+    export: also write the final weights there, leaving out frozen tensors that a random-weight
+    preset regenerates from its seed (e.g. a locked token embedding) - how the bundled sample
+    model stays a few MB.
+    """
+
+    out: str | None = None
+    seed: int = 0
+    device: str | None = None
+    amp: str = "none"
+    grad_checkpointing: bool = False
+    log_every: int = 10
+    eval_every: int | None = None
+    save_every: int | None = None
+    keep_last: int = 2
+    progress: bool = True
+    tensorboard: bool = False
+    export: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run; ``name`` is the recipe name (for the log)."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lock: LockConfig = field(default_factory=LockConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lock": LockConfig, "run": RunConfig}
+
+
+def _validate(c: TrainConfig) -> None:
+    if c.run.amp not in _AMP:
+        raise ValueError(f"run.amp={c.run.amp!r}: choose one of {', '.join(_AMP)}")
+    if c.data.kind not in _DATA_KINDS:
+        raise ValueError(f"data.kind={c.data.kind!r}: choose one of {', '.join(_DATA_KINDS)}")
+    bad = [t for t in c.data.tasks if t not in _TASKS]
+    if bad or not c.data.tasks:
+        raise ValueError(f"data.tasks={list(c.data.tasks)!r}: a non-empty list of {', '.join(_TASKS)}")
+    if c.optim.batch_size < 2:
+        raise ValueError(f"optim.batch_size={c.optim.batch_size}: contrastive training needs at least 2")
+    if c.optim.grad_accum < 1:
+        raise ValueError(f"optim.grad_accum={c.optim.grad_accum}: must be >= 1")
+    if c.optim.lr <= 0 or (c.optim.lr_pretrained is not None and c.optim.lr_pretrained < 0):
+        raise ValueError("optim.lr must be > 0 and optim.lr_pretrained >= 0")
+    if c.optim.epochs < 1 and c.optim.max_steps is None:
+        raise ValueError(f"optim.epochs={c.optim.epochs}: must be >= 1 (or set optim.max_steps)")
+    if not 0.0 <= c.data.val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction={c.data.val_fraction}: must be in [0, 1)")
+
+
+def _coerce(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = str(known[key].type)
+        if isinstance(value, list):
+            value = tuple(value)
+        elif "float" in hint and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:
+                value = float(value)  # YAML reads 1e-4 (no dot) as a string
+            except ValueError:
+                raise ValueError(f"{where}: {key}={value!r} is not a number") from None
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any], where: str = "<recipe>") -> TrainConfig:
+    """Build a TrainConfig from nested mappings (a parsed recipe)."""
+    data = dict(data or {})
+    name = str(data.pop("name", "custom"))
+    data.pop("reference", None)  # published figures, for people; not a setting
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ValueError(f"{where}: unknown section(s) {unknown}; expected some of {sorted(_SECTIONS)}")
+    parts = {key: _coerce(cls, data.get(key) or {}, f"{where}: {key}") for key, cls in _SECTIONS.items()}
+    return TrainConfig(name=name, **parts)
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    """Plain nested dict (JSON/YAML-able) of a config."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    out: dict = {"name": config.name}
+    for key in _SECTIONS:
+        out[key] = plain(dataclasses.asdict(getattr(config, key)))
+    return out
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    root = resources.files("mmretrieve").joinpath("recipes")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> TrainConfig:
+    """A shipped recipe by name, or a YAML recipe file by path."""
+    import yaml
+
+    text = os.fspath(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.path.sep in text:
+        if not os.path.isfile(text):
+            raise FileNotFoundError(f"{text}: recipe file not found")
+        with open(text, encoding="utf-8") as f:
+            raw, where = f.read(), text
+    else:
+        names = list_recipes()
+        if text not in names:
+            raise ValueError(f"recipe: unknown recipe {text!r}; available: {', '.join(names)} (or a path to a .yaml file)")
+        raw = resources.files("mmretrieve").joinpath("recipes", f"{text}.yaml").read_text(encoding="utf-8")
+        where = f"recipe {text!r}"
+    try:
+        data = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where}: not valid YAML ({e})") from e
+    data.setdefault("name", os.path.splitext(os.path.basename(text))[0])
+    return config_from_dict(data, where)
+
+
+def override(config: TrainConfig, updates: Mapping[str, Any]) -> TrainConfig:
+    """A copy with dotted-key overrides applied: ``{"optim.lr": 1e-5, "run.out": "runs/x"}``."""
+    data = config_to_dict(config)
+    for key, value in updates.items():
+        section, sep, name = key.partition(".")
+        if not sep or section not in _SECTIONS:
+            raise ValueError(f"override {key!r}: expected SECTION.KEY with SECTION one of {sorted(_SECTIONS)}")
+        data[section][name] = value
+    return config_from_dict(data, "overrides")

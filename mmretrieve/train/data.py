@@ -1,0 +1,243 @@
+"""Training data: (caption, media) pairs per modality, decoded deterministically, batched as a pure
+function of the step.
+
+Media go through ``mmretrieve.media`` and the encoder's own deterministic preprocessing (no random
+crops: the vectors trained are the vectors indexed). The only randomness is which caption an item
+uses at a step, and the order of items; both are drawn from generators seeded by
+``(seed, task, step or cycle)``, so batch ``s`` is the same whether a run started at 0 or resumed
+at ``s`` — exact resume needs no sampler state. Under DDP each rank takes its slice of the global
+batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from mmretrieve.data.common import Sample
+from mmretrieve.modality import Modality
+
+__all__ = ["PairSet", "MediaDecoder", "Batch", "TaskStream", "load_pairs", "collate"]
+
+
+@dataclass(frozen=True)
+class PairSet:
+    """The items of one modality with their captions (``samples[i].captions``)."""
+
+    modality: Modality
+    samples: tuple[Sample, ...]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One contrastive batch of a task on this rank."""
+
+    modality: Modality
+    media: Any  # images (B,3,S,S) | (frames (B,T,3,S,S), mask (B,T)) | mels (B,1,M,F)
+    captions: tuple[str, ...]
+    item_keys: tuple[int, ...]  # equal keys = the same item (multi-positive)
+    indices: tuple[int, ...]
+
+
+class MediaDecoder:
+    """Decode + preprocess one sample to the tensor its tower takes, deterministically.
+
+    Holds only the encoder's preprocessing objects (picklable, CPU), not the model.
+    """
+
+    def __init__(self, encoder, num_frames: int | None = None) -> None:
+        self.image = encoder.image_preprocessor
+        self.audio = encoder.audio_frontend
+        preset = encoder.preset
+        self.num_frames = int(num_frames or preset.video.num_frames)
+        self.audio_window = preset.audio.window
+        self.sample_rate = preset.audio.sample_rate
+
+    def __call__(self, sample: Sample) -> torch.Tensor:
+        m = sample.modality
+        if m is Modality.IMAGE:
+            from mmretrieve.media.image import load_image
+
+            return self.image(load_image(sample.path))
+        if m is Modality.VIDEO:
+            from mmretrieve.media.video import VideoSampling, sample_video
+
+            clip = sample_video(sample.path, VideoSampling(num_frames=self.num_frames, window=None,
+                                                           max_frames=max(64, self.num_frames)))[0]
+            return self.image.frames(clip.frames)
+        if m is Modality.AUDIO:
+            from mmretrieve.media.audio import audio_windows, load_audio
+
+            samples = load_audio(sample.path, self.sample_rate)
+            first = audio_windows(samples, self.sample_rate, self.audio_window)[0]  # deterministic: first window
+            return self.audio(first.samples)
+        raise ValueError(f"{sample.path}: cannot train on modality {m.value}")
+
+
+def collate(modality: Modality, tensors: Sequence[torch.Tensor]) -> Any:
+    """Stack tensors of one modality; videos are padded to the longest with a frame mask."""
+    if modality is Modality.VIDEO:
+        longest = max(t.shape[0] for t in tensors)
+        frames = tensors[0].new_zeros((len(tensors), longest) + tuple(tensors[0].shape[1:]))
+        mask = torch.zeros((len(tensors), longest), dtype=torch.bool)
+        for i, t in enumerate(tensors):
+            frames[i, : t.shape[0]] = t
+            mask[i, : t.shape[0]] = True
+        return frames, mask
+    return torch.stack(list(tensors))
+
+
+def _seed_int(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+class TaskStream:
+    """An endless, seeded stream of batches of one task; ``batch(step)`` is a pure function of step.
+
+    Items are visited in a fresh permutation per cycle (``cycle = step // batches_per_cycle``);
+    the last incomplete batch of a cycle is dropped (a set smaller than the batch is one batch).
+    """
+
+    def __init__(self, pairs: PairSet, decoder: MediaDecoder, *, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1, cache: bool = True, num_workers: int = 0) -> None:
+        if len(pairs) < 2:
+            raise ValueError(f"{pairs.modality.value}: need at least 2 training items, got {len(pairs)}")
+        self.pairs, self.decoder = pairs, decoder
+        self.global_batch = min(batch_size * world_size, len(pairs))
+        if self.global_batch % world_size:
+            self.global_batch -= self.global_batch % world_size
+        if self.global_batch < world_size:
+            raise ValueError(f"{pairs.modality.value}: {len(pairs)} items cannot fill one batch per rank")
+        self.per_cycle = max(1, len(pairs) // self.global_batch)
+        self.seed, self.rank, self.world = seed, rank, world_size
+        self.task = pairs.modality.value
+        self._cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.num_workers = num_workers
+        self._pool = None
+
+    def __len__(self) -> int:
+        return self.per_cycle
+
+    def global_indices(self, step: int) -> list[int]:
+        cycle, pos = divmod(step, self.per_cycle)
+        g = torch.Generator().manual_seed(_seed_int("order", self.seed, self.task, cycle) % (2**63))
+        perm = torch.randperm(len(self.pairs), generator=g).tolist()
+        return perm[pos * self.global_batch:(pos + 1) * self.global_batch]
+
+    def caption(self, step: int, index: int) -> str:
+        caps = self.pairs.samples[index].captions
+        return caps[random.Random(_seed_int("caption", self.seed, self.task, step, index)).randrange(len(caps))]
+
+    def tensor(self, index: int) -> torch.Tensor:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        t = self.decoder(self.pairs.samples[index])
+        if self._cache is not None:
+            self._cache[index] = t
+        return t
+
+    def _tensors(self, indices: list[int]) -> list[torch.Tensor]:
+        missing = [i for i in indices if self._cache is None or i not in self._cache]
+        if self.num_workers > 0 and len(missing) > 1:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.num_workers)  # decoders release the GIL
+            for i, t in zip(missing, self._pool.map(lambda j: self.decoder(self.pairs.samples[j]), missing)):
+                if self._cache is not None:
+                    self._cache[i] = t
+                else:
+                    return [t if j == i else self.decoder(self.pairs.samples[j]) for j in indices]
+        return [self.tensor(i) for i in indices]
+
+    def batch(self, step: int) -> Batch:
+        idx = self.global_indices(step)
+        per = len(idx) // self.world
+        mine = idx[self.rank * per:(self.rank + 1) * per]
+        captions = tuple(self.caption(step, i) for i in mine)
+        return Batch(self.pairs.modality, collate(self.pairs.modality, self._tensors(mine)), captions,
+                     tuple(mine), tuple(mine))
+
+    def warm(self) -> None:
+        """Decode every item once (fills the cache)."""
+        if self._cache is not None:
+            self._tensors(list(range(len(self.pairs))))
+
+
+def _split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    if fraction <= 0 or len(samples) < 2:
+        return list(samples), []
+    rng = random.Random(_seed_int("split", seed))
+    order = list(range(len(samples)))
+    rng.shuffle(order)
+    k = min(max(1, round(len(samples) * fraction)), len(samples) - 1)
+    held = set(order[:k])
+    return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+
+
+def synthetic_samples(items) -> list[Sample]:
+    """SyntheticItems as reader Samples (attributes and mentions kept in metadata)."""
+    return [Sample(path=it.path, modality=it.modality, captions=tuple(it.captions), item_id=os.path.basename(it.path),
+                   metadata={"attributes": dict(it.attributes), "mentions": [dict(m) for m in it.mentions]})
+            for it in items]
+
+
+def load_pairs(data, seed: int = 0) -> tuple[dict[str, PairSet], dict[str, PairSet]]:
+    """(train, val) pair sets per task from a :class:`~mmretrieve.train.config.DataConfig`."""
+    kind = data.kind
+    tasks = [Modality(t) for t in data.tasks]
+    train: list[Sample] = []
+    val: list[Sample] = []
+    if kind == "synthetic":
+        from mmretrieve.data.synthetic import load_corpus, make_corpus, split_corpus
+
+        if data.root is None:
+            raise ValueError("data.root: the folder for the synthetic corpus is required")
+        manifest = os.path.join(data.root, "manifest.jsonl")
+        opts = dict(data.synthetic)
+        if os.path.isfile(manifest) and not opts.pop("regenerate", False):
+            corpus = load_corpus(manifest)
+        else:
+            opts.pop("regenerate", None)
+            corpus = make_corpus(data.root, **opts)
+            corpus.write_manifest(manifest, ground_truth=True)
+        tr, va = split_corpus(corpus, data.val_fraction, seed=seed)
+        train, val = synthetic_samples(tr.items), synthetic_samples(va.items)
+    elif kind == "manifest":
+        from mmretrieve.data.manifest import read_manifest
+
+        ds = read_manifest(data.root, skip_missing=data.skip_missing)
+        for m in tasks:
+            a, b = _split([s for s in ds.samples if s.modality is m], data.val_fraction, seed)
+            train += a
+            val += b
+    else:
+        train, val = _read_official(data)
+    out_train = {m.value: PairSet(m, tuple(s for s in train if s.modality is m)) for m in tasks}
+    out_val = {m.value: PairSet(m, tuple(s for s in val if s.modality is m)[: data.max_val_items or None])
+               for m in tasks}
+    empty = [k for k, v in out_train.items() if len(v) == 0]
+    if empty:
+        raise ValueError(f"data: no training items for task(s) {empty} in {kind} data at {data.root}")
+    return out_train, out_val
+
+
+_DEFAULT_SPLITS = {"coco": ("karpathy-train", "karpathy-test"), "msrvtt": ("train-9k", "1k-A"),
+                   "clotho": ("development", "evaluation")}
+
+
+def _read_official(data) -> tuple[list[Sample], list[Sample]]:
+    from mmretrieve.data import clotho, coco, msrvtt
+
+    reader = {"coco": coco.read_coco, "msrvtt": msrvtt.read_msrvtt, "clotho": clotho.read_clotho}[data.kind]
+    tr_split, va_split = _DEFAULT_SPLITS[data.kind]
+    train = reader(data.root, split=data.train_split or tr_split, skip_missing=data.skip_missing)
+    val = reader(data.root, split=data.val_split or va_split, skip_missing=data.skip_missing)
+    return list(train.samples), list(val.samples)
