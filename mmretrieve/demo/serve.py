@@ -73,6 +73,7 @@ def build_sample_retriever(
     ``root`` None writes the corpus to a temporary folder removed by :meth:`DemoIndex.close` or at exit.
     """
     from ..data.synthetic import make_corpus
+    from ..errors import WeightsUnavailableError
     from ..models import list_presets
     from ..retriever import Retriever
 
@@ -80,16 +81,26 @@ def build_sample_retriever(
     if root is None:
         tmp = tempfile.TemporaryDirectory(prefix="mmretrieve-demo-")
         root = tmp.name
-    if preset is None:
+    why_not_sample = "the trained “sample” model is not installed"
+    auto = preset is None
+    if auto:
         preset = "sample" if "sample" in list_presets() else "tiny-random"
+    try:
+        retriever = Retriever.create(preset, device=device)
+    except WeightsUnavailableError as e:
+        if not (auto and preset == "sample"):
+            raise
+        print(f"mmretrieve demo: {e}; using the tiny-random preset instead", file=sys.stderr)
+        why_not_sample = "the weights of the “sample” model could not be loaded"
+        preset = "tiny-random"
+        retriever = Retriever.create(preset, device=device)
     corpus = make_corpus(root, n_images=n_images, n_videos=n_videos, n_audio=n_audio, seed=seed)
-    retriever = Retriever.create(preset, device=device)
     report = retriever.add(corpus.root, progress=False)
     if report.failed:
         print(str(report), file=sys.stderr)
     if preset == "tiny-random":
         note = (
-            "no --index given and the trained “sample” model is not installed, so this index was built from the "
+            f"no --index given and {why_not_sample}, so this index was built from the "
             "synthetic sample corpus with the tiny-random preset (random weights): only searches by an indexed "
             "example are meaningful."
         )

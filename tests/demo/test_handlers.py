@@ -188,3 +188,25 @@ def test_cli_registration_defaults():
     assert args.max_file_size == "50mb" and args.run is command.run
     args = parser.parse_args(["demo", "--index", "x.mmr", "--host", "0.0.0.0", "--port", "0", "--share", "--tabs", "composed"])
     assert (args.index, args.host, args.port, args.share, args.tabs) == ("x.mmr", "0.0.0.0", 0, True, "composed")
+
+
+def test_sample_index_when_no_index_is_given(tmp_path):
+    from mmretrieve.demo import build_sample_retriever
+    from mmretrieve.models import list_presets
+
+    shown = build_sample_retriever(tmp_path / "corpus", preset="tiny-random", n_images=3, n_videos=1, n_audio=1)
+    try:
+        assert shown.retriever.info()["counts"]["image"] == 3
+        assert "tiny-random" in shown.note and "sample corpus" in shown.note
+        assert shown.examples and all(isinstance(e, str) and e for e in shown.examples)
+        assert all(p.startswith(str(tmp_path)) for p in allowed_media_paths(shown.retriever))
+    finally:
+        shown.close()
+    auto = build_sample_retriever(tmp_path / "auto", n_images=2, n_videos=0, n_audio=0)
+    try:  # "sample" when its weights load, else a tiny-random fallback that says why
+        preset = auto.retriever.info()["preset"]
+        assert preset in ("sample", "tiny-random")
+        assert ("sample" in list_presets()) or preset == "tiny-random"
+        assert preset in auto.note
+    finally:
+        auto.close()
