@@ -16,7 +16,12 @@ _COMMANDS = (
     "search",
     "info",
     "remove",
+    "verify",
     "synth",
+    "train",
+    "eval",
+    "quickstart",
+    "demo",
 )
 
 
