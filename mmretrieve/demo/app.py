@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..modality import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, Modality
 from .handlers import DemoBackend, SearchResult, gallery_items, hits_html, players_html, status_markdown
@@ -45,14 +45,15 @@ def build_demo(
     tabs: Sequence[str] | None = None,
     title: str = "mmretrieve — multimodal search",
     note: str | None = None,
-    examples: Sequence[str] = (),
+    examples: Mapping[str, Sequence[str]] | Sequence[str] = (),
     max_upload_bytes: int | None = 50 * 1024**2,
     default_k: int = 10,
 ) -> Any:
     """A ``gr.Blocks`` page over ``retriever`` (not launched; see :func:`mmretrieve.demo.launch`).
 
     ``tabs`` is a subset of :data:`TABS` (default: all). ``note`` is shown under the index facts (e.g.
-    "built from the sample corpus"). ``examples`` are text queries offered under the text tabs.
+    "built from the sample corpus"). ``examples`` are text queries offered under the text tabs: one list
+    for all, or a mapping from result modality ("image", "video", "audio") to its own list.
     """
     import gradio as gr
 
@@ -107,8 +108,9 @@ def build_demo(
                             query = gr.Textbox(label=f"Describe the {kind} you want", scale=4, elem_id=f"{tab}-query")
                             k = k_slider(tab)
                         button = gr.Button("Search", variant="primary", elem_id=f"{tab}-search")
-                        if examples:
-                            gr.Examples([[e] for e in examples], inputs=[query], label="Try", cache_examples=False)
+                        offered = list(examples.get(kind, ()) if isinstance(examples, Mapping) else examples)
+                        if offered:
+                            gr.Examples([[e] for e in offered], inputs=[query], label="Try", cache_examples=False)
                         outs = outputs(tab, [kind])
 
                         def on_text(text, k_value, _kind=kind):

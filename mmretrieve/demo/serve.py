@@ -9,7 +9,7 @@ import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .app import DEMO_CSS, TABS, build_demo
 from .handlers import parse_size
@@ -48,7 +48,7 @@ class DemoIndex:
 
     retriever: Any
     note: str | None = None
-    examples: tuple[str, ...] = ()
+    examples: Mapping[str, Sequence[str]] = field(default_factory=dict)  # text queries to offer, per result modality
     _tmp: Any = field(default=None, repr=False)  # keeps a generated sample corpus alive
 
     def close(self) -> None:
@@ -106,12 +106,8 @@ def build_sample_retriever(
         )
     else:
         note = f"no --index given: this index was built from the synthetic sample corpus with the “{preset}” preset."
-    seen: list[str] = []
-    for modality in ("image", "video", "audio"):
-        for item in corpus.of(modality)[:2]:
-            if item.captions and item.captions[0] not in seen:
-                seen.append(item.captions[0])
-    return DemoIndex(retriever, note=note, examples=tuple(seen), _tmp=tmp)
+    examples = {m: tuple(dict.fromkeys(it.captions[0] for it in corpus.of(m)[:3] if it.captions)) for m in ("image", "video", "audio")}
+    return DemoIndex(retriever, note=note, examples=examples, _tmp=tmp)
 
 
 def open_retriever(index: str | os.PathLike | None, *, device: str | None = None, pretrained: str | None = None) -> DemoIndex:

@@ -144,6 +144,9 @@ def test_text_to_image_gallery(page, demo_retriever, demo_index, screens):
     gallery = page.locator("#text-image-gallery img")
     gallery.first.wait_for()
     assert gallery.count() == len(demo_index.images)
+    page.wait_for_function(  # every thumbnail actually loaded from the server
+        "() => [...document.querySelectorAll('#text-image-gallery img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
     assert "#1 · " in page.locator("#text-image-gallery").inner_text()
     shot = os.path.join(screens, "text-image-results.png")
     page.screenshot(path=shot, full_page=True)

@@ -170,9 +170,9 @@ def test_build_demo_and_tabs(demo_retriever):
 
     from mmretrieve.demo import TABS, build_demo
 
-    demo = build_demo(demo_retriever, tabs=["text-image", "index"])
+    demo = build_demo(demo_retriever, tabs=["text-image", "index"], examples={"image": ["a red circle"]})
     assert isinstance(demo, gr.Blocks)
-    assert isinstance(build_demo(demo_retriever), gr.Blocks)
+    assert isinstance(build_demo(demo_retriever, examples=["anything"]), gr.Blocks)
     with pytest.raises(ValueError, match="choose from"):
         build_demo(demo_retriever, tabs=["nope"])
     assert "composed" in TABS
@@ -198,7 +198,8 @@ def test_sample_index_when_no_index_is_given(tmp_path):
     try:
         assert shown.retriever.info()["counts"]["image"] == 3
         assert "tiny-random" in shown.note and "sample corpus" in shown.note
-        assert shown.examples and all(isinstance(e, str) and e for e in shown.examples)
+        assert set(shown.examples) == {"image", "video", "audio"}
+        assert all(isinstance(e, str) and e for v in shown.examples.values() for e in v) and shown.examples["image"]
         assert all(p.startswith(str(tmp_path)) for p in allowed_media_paths(shown.retriever))
     finally:
         shown.close()
