@@ -171,7 +171,10 @@ def launch(demo: Any, retriever: Any, options: LaunchOptions = LaunchOptions(), 
         print(f"mmretrieve demo: serving on {options.host}: the indexed media are reachable by anyone who can reach this host", file=sys.stderr)
     url = f"http://{'[' + options.host + ']' if ':' in options.host else options.host}:{port}/"
     print(f"mmretrieve demo: {url} ({len(allowed)} media path(s) served)", flush=True)
-    demo.queue(default_concurrency_limit=1).launch(**kwargs)
+    try:
+        demo.queue(default_concurrency_limit=1).launch(**kwargs)
+    except OSError as e:
+        raise ValueError(f"--host {options.host} --port {port}: cannot serve there ({e})") from None
     return url
 
 

@@ -67,3 +67,10 @@ def test_only_indexed_media_are_served(served, demo_index):
 def test_upload_size_limit(served):
     assert _post_upload(served, 200_000) == 413
     assert _post_upload(served, 1_000) == 200
+
+
+def test_busy_port_is_a_readable_error(served, demo_retriever):
+    port = int(served.rstrip("/").rsplit(":", 1)[1])
+    demo = build_demo(demo_retriever, tabs=["index"])
+    with pytest.raises(ValueError, match="cannot serve there"):
+        launch(demo, demo_retriever, LaunchOptions(port=port, quiet=True), block=False)
