@@ -284,6 +284,8 @@ class Trainer:
         checkpoint (used to simulate a killed run)."""
         run = self.config.run
         out = run.out
+        if out is not None and self.dist.is_main:
+            os.makedirs(out, exist_ok=True)
         if isinstance(resume, str):
             self.resume_from(resume)
         elif resume and out is not None and latest_checkpoint(out):
