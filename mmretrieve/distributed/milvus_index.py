@@ -269,6 +269,9 @@ class MilvusIndex:
         """Every row matching expr (paged; Milvus caps a single query window)."""
         if not expr:
             expr = "id >= 0 or id < 0"
+        first = self._client.query(self.collection, output_fields=fields, limit=_MAX_LIMIT, **self._kw(expr, params))
+        if len(first) < _MAX_LIMIT:
+            return list(first)
         it = self._client.query_iterator(self.collection, batch_size=_CHUNK, output_fields=fields,
                                          **self._kw(expr, params))
         out: list[dict] = []
@@ -610,8 +613,11 @@ def milvus_retriever(uri: str, collection: str = "mmretrieve", *, preset: str | 
     from ..models import create_encoder
     from ..retriever import Retriever, _index_fingerprint, _sampling_from
 
-    if MilvusIndex.exists(uri, collection, token=token):
+    try:
         index = MilvusIndex.open(uri, collection, token=token, filter_templates=filter_templates)
+    except FileNotFoundError:
+        index = None
+    if index is not None:
         try:
             fp = index.fingerprint
             enc_fp = fp.get("encoder") or {}

@@ -1,0 +1,16 @@
+"""Fixtures for the distributed tests: a small local Ray (2 CPUs) per module, Milvus Lite files in tmp."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="Ray tests need the extra: pip install 'mmretrieve[ray]'")
+    pytest.importorskip("ray.data", reason="Ray tests need Ray Data: pip install 'mmretrieve[ray]'")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    if started:
+        ray.shutdown()
