@@ -66,12 +66,17 @@ def run(args: argparse.Namespace) -> int:
     # Example files that are NOT in the index: rendered fresh from attributes.
     qdir = os.path.join(out, "queries")
     os.makedirs(qdir, exist_ok=True)
-    ref_attrs = {"shape": "square", "colour": "blue", "size": "large", "position": "centre"}
-    ref_image = os.path.join(qdir, "large-blue-square.png")
-    write_image(ref_image, render_image(ref_attrs, size=64))
-    snd_attrs = {"pitch": "high", "rhythm": "pulsing", "timbre": "square"}
-    ref_sound = os.path.join(qdir, "high-pulsing-buzzy.wav")
-    write_audio(ref_sound, render_audio(snd_attrs, seconds=2.0, sample_rate=16000), 16000)
+    rng = np.random.default_rng(1000 + args.seed)  # fresh renders (jittered), same attributes as corpus items
+    images = corpus.of("image")
+    ref_attrs = dict(images[7 % len(images)].attributes)
+    ref_image = os.path.join(qdir, f"{ref_attrs['size']}-{ref_attrs['colour']}-{ref_attrs['shape']}.png")
+    write_image(ref_image, render_image(ref_attrs, size=64, rng=rng))
+    other = [dict(it.attributes) for it in images if it.attributes["shape"] == ref_attrs["shape"]
+             and it.attributes["colour"] != ref_attrs["colour"]]
+    new_colour = other[0]["colour"] if other else ("red" if ref_attrs["colour"] != "red" else "blue")
+    snd_attrs = dict(corpus.of("audio")[4 % len(corpus.of("audio"))].attributes)
+    ref_sound = os.path.join(qdir, f"{snd_attrs['pitch']}-{snd_attrs['rhythm']}-{snd_attrs['timbre']}.wav")
+    write_audio(ref_sound, render_audio(snd_attrs, seconds=2.0, sample_rate=16000, rng=rng), 16000)
 
     def pick(modality: str, i: int) -> dict:
         items = corpus.of(modality)
@@ -95,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
          {k: vid2[k] for k in ("colour", "direction")}),
         ("text -> audio", phrase("audio", aud1), "audio", aud1),
         ("text -> audio", f"a {aud2['pitch']} tone", "audio", {"pitch": aud2["pitch"]}),
-        ("image -> image", mmr.Query.file(ref_image), "image", {"shape": "square", "colour": "blue"}),
+        ("image -> image", mmr.Query.file(ref_image), "image", {k: ref_attrs[k] for k in ("colour", "shape")}),
         ("audio -> audio", mmr.Query.file(ref_sound), "audio", snd_attrs),
-        ("image + text (composed)", mmr.Composed(image=ref_image, text="red", weight=0.5), "image",
-         {"shape": "square", "colour": "red"}),
+        ("image + text (composed)", mmr.Composed(image=ref_image, text=f"{'an' if new_colour[0] in 'aeiou' else 'a'} {new_colour} {ref_attrs['shape']}", weight=0.5),
+         "image", {"shape": ref_attrs["shape"], "colour": new_colour}),
     ]
     print("3. searching (a check mark = the hit has every attribute the query asks for)\n")
     top1_ok = 0

@@ -21,4 +21,8 @@ def small_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def learning_corpus(tmp_path_factory):
     """The corpus of the learning test (train part + held-out part)."""
-    return _corpus(tmp_path_factory.mktemp("learning-corpus"), n_images=96, n_videos=48, n_audio=48, seed=0)
+    root = tmp_path_factory.mktemp("learning-corpus")
+    corpus = make_corpus(root, n_images=96, n_videos=48, n_audio=48, seed=0, image_size=40, video_size=40,
+                         video_seconds=1.0, video_fps=8, audio_seconds=2.0)
+    corpus.write_manifest(ground_truth=True)
+    return str(root)

@@ -1,0 +1,38 @@
+"""The train / eval / quickstart commands, driven through their own argparse registration."""
+import argparse
+import json
+
+from mmretrieve.commands import eval as eval_cmd
+from mmretrieve.commands import quickstart, train as train_cmd
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command", required=True)
+    for mod in (train_cmd, eval_cmd, quickstart):
+        mod.register(sub)
+    return p.parse_args(argv)
+
+
+def test_quickstart_runs_offline_and_finds_matches(tmp_path, capsys):
+    args = _parse(["quickstart", "--out", str(tmp_path / "qs")])
+    assert args.run(args) == 0
+    out = capsys.readouterr().out
+    for kind in ("text -> image", "text -> video", "text -> audio", "image -> image", "composed"):
+        assert kind in out
+    top1 = int(out.split(" queries have a matching top hit")[0].rsplit("\n", 1)[-1].split("/")[0])
+    assert top1 >= 5, out
+
+
+def test_train_then_eval_a_checkpoint(small_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = _parse(["train", "--recipe", "synthetic-sample", "--data", small_corpus, "--out", str(out), "--no-progress",
+                   "--preset", "tiny-random", "--set", "model.preset_weights=true", "--set", "optim.max_steps=2",
+                   "--set", "optim.batch_size=4", "--set", "run.export=null", "--set", "lock.token_embedding=false"])
+    assert args.run(args) == 0
+    args = _parse(["eval", "--checkpoint", str(out / "last"), "--protocol", "synthetic", "--data", small_corpus,
+                   "--json", str(tmp_path / "r.json")])
+    assert args.run(args) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert set(data["results"]) == {"image", "video", "audio"}
+    assert "text->image" in capsys.readouterr().out
