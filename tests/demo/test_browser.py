@@ -130,8 +130,19 @@ def _ranked_paths(page, tab: str) -> list[str]:
 
 
 def _upload(page, tab: str, path: str) -> None:
-    page.locator(f"#{tab}-upload input[type=file]").set_input_files(path)
-    page.locator(f"#{tab}-upload").filter(has_text=os.path.basename(path)).wait_for()
+    """Choose a file and wait until the server has it (not just until its name shows)."""
+    with page.expect_response(lambda r: "/upload" in r.url and r.request.method == "POST") as done:
+        page.locator(f"#{tab}-upload input[type=file]").set_input_files(path)
+    assert done.value.ok, f"upload of {path} failed: HTTP {done.value.status}"
+    # Gradio shows the stem and the extension in separate elements
+    page.locator(f"#{tab}-upload").filter(has_text=os.path.splitext(os.path.basename(path))[0]).wait_for()
+
+
+def _set_slider(page, elem_id: str, value: str) -> None:
+    number = page.locator(f"#{elem_id} input[type=number]")
+    number.fill(value)
+    number.press("Enter")
+    playwright_api.expect(page.locator(f"#{elem_id} input[type=range]")).to_have_value(value)
 
 
 def test_text_to_image_gallery(page, demo_retriever, demo_index, screens):
@@ -215,15 +226,12 @@ def test_composed_tab(page, demo_index, tmp_path):
     _open_tab(page, "Composed")
     _upload(page, "composed", str(ref))
     page.locator("#composed-text textarea").fill("in blue")
-    number = page.locator("#composed-weight input[type=number]")
-    number.fill("0")
-    number.press("Enter")
+    _set_slider(page, "composed-weight", "0")
     page.locator("#composed-search").click()
     status = _wait_status(page, "composed", "text weight 0.00")
     assert "result(s)" in status
     assert page.locator("#composed-hits tr.mmr-hit").first.get_attribute("data-path") == demo_index.images[4]
-    number.fill("0.8")
-    number.press("Enter")
+    _set_slider(page, "composed-weight", "0.8")
     page.locator("#composed-search").click()
     _wait_status(page, "composed", "text weight 0.80")
     assert page.locator("#composed-hits tr.mmr-hit").count() >= 1
