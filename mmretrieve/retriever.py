@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from .modality import Modality, modality_of_path, parse_modality
 from .pipeline import Embedded, Failure, Source, Preparer, embed_sources, encode_texts, encode_windows, file_hash
 from .query import Arithmetic, AudioArray, Query, QueryLike, VideoArray, as_query, fuse
 
-__all__ = ["Retriever", "AddReport"]
+__all__ = ["Retriever", "AddReport", "AddPlan", "expand_inputs", "default_video_sampling", "index_fingerprint"]
 
 _INDEX_FORMAT = "mmretrieve-index"
 
@@ -44,8 +44,19 @@ class AddReport:
         return "\n".join(lines)
 
 
-def _sampling_from(spec) -> VideoSampling:
+def default_video_sampling(encoder) -> VideoSampling:
+    """The frame sampling and window the encoder's preset asks for."""
+    spec = encoder.preset.video
     return VideoSampling(num_frames=spec.num_frames, fps=spec.fps, window=spec.window, max_frames=spec.max_frames)
+
+
+@dataclass(frozen=True)
+class AddPlan:
+    """Which sources need embedding; ``replacing`` are indexed files whose content changed."""
+
+    to_embed: tuple[Source, ...]
+    unchanged: tuple[str, ...]
+    replacing: frozenset[str]
 
 
 class Retriever:
@@ -63,7 +74,7 @@ class Retriever:
         weights_path: str | None = None,
     ):
         """Pair an encoder with an index; refuses (EncoderMismatchError) an index made by another encoder."""
-        index.check_fingerprint(_index_fingerprint(encoder, video_sampling, audio_window, weights_path))
+        index.check_fingerprint(index_fingerprint(encoder, video_sampling, audio_window, weights_path))
         self.weights_path = weights_path
         self.encoder = encoder
         self.index = index
@@ -88,21 +99,26 @@ class Retriever:
         audio_window: float | None = ...,  # type: ignore[assignment]
         batch_size: int = 32,
         num_workers: int | None = None,
+        make_index: Callable[[int, dict], Any] | None = None,
     ) -> "Retriever":
         """A new, empty retriever. ``path`` keeps the index on disk from the start (else in memory until ``save``).
 
         ``video`` overrides the preset's frame sampling and window; ``audio_window`` the audio window in
-        seconds (None = whole recording as one entry).
+        seconds (None = whole recording as one entry). ``make_index(dim, fingerprint)`` builds another
+        index backend with UnifiedIndex's methods (e.g. a Milvus collection) instead of a local one.
         """
         from .models import create_encoder
 
         if path is not None and os.path.exists(os.fspath(path)):
             raise FileExistsError(f"{os.fspath(path)}: an index already exists there; use Retriever.load(path)")
         encoder = create_encoder(preset, device=device, pretrained=pretrained, weights=weights, video_head=video_head)
-        sampling = video or _sampling_from(encoder.preset.video)
+        sampling = video or default_video_sampling(encoder)
         a_window = encoder.preset.audio.window if audio_window is ... else audio_window
-        fingerprint = _index_fingerprint(encoder, sampling, a_window, weights)
-        index = UnifiedIndex.create(encoder.dim, fingerprint, factory=factory, path=None if path is None else os.fspath(path))
+        fingerprint = index_fingerprint(encoder, sampling, a_window, weights)
+        if make_index is not None:
+            index = make_index(encoder.dim, fingerprint)
+        else:
+            index = UnifiedIndex.create(encoder.dim, fingerprint, factory=factory, path=None if path is None else os.fspath(path))
         return cls(encoder, index, video_sampling=sampling, audio_window=a_window, batch_size=batch_size, num_workers=num_workers, weights_path=weights)
 
     @classmethod
@@ -121,13 +137,26 @@ class Retriever:
         ``pretrained`` points at local weights when the original ones can't be downloaded; they must be
         the same weights (the fingerprint is checked). ``readonly`` opens without the writer lock.
         """
+        index = UnifiedIndex.open(os.fspath(path), readonly=readonly)
+        return cls.from_index(index, device=device, pretrained=pretrained, batch_size=batch_size, num_workers=num_workers)
+
+    @classmethod
+    def from_index(
+        cls,
+        index: Any,
+        *,
+        device: str | None = None,
+        pretrained: str | None = None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ) -> "Retriever":
+        """A retriever over an opened index, with the encoder its fingerprint names (closes it on failure)."""
         from .models import create_encoder
 
-        index = UnifiedIndex.open(os.fspath(path), readonly=readonly)
         try:
             fp = index.fingerprint
             if fp.get("format") != _INDEX_FORMAT:
-                raise EncoderMismatchError(f"{os.fspath(path)}: not an mmretrieve retriever index (no encoder record)")
+                raise EncoderMismatchError(f"{index.path}: not an mmretrieve retriever index (no encoder record)")
             enc_fp = fp["encoder"]
             encoder = create_encoder(
                 enc_fp["preset"],
@@ -167,9 +196,43 @@ class Retriever:
         can't be decoded is reported in ``AddReport.failed`` and the rest goes on.
         """
         mod = None if modality is None else parse_modality(modality)
-        meta = dict(metadata or {})
-        sources, failed = self._expand(source, mod, meta, recursive)
-        to_embed, unchanged, replacing = [], [], set()
+        sources, failed = expand_inputs(source, mod, dict(metadata or {}), recursive)
+        plan = self.plan(sources)
+        added, updated, ids = [], [], []
+        results = embed_sources(
+            self.encoder,
+            plan.to_embed,
+            video_sampling=self.video_sampling,
+            audio_window=self.audio_window,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            progress=progress,
+        )
+        pending: list[Embedded] = []
+
+        def commit() -> None:
+            ids.extend(self.write(pending))
+            for item in pending:
+                if item.source.path is not None:
+                    (updated if item.source.path in plan.replacing else added).append(item.source.path)
+            pending.clear()
+
+        for pos, item in enumerate(results):
+            if isinstance(item, Failure):
+                failed.append((item.path or f"<in-memory #{pos}>", item.reason))
+                continue
+            pending.append(item)
+            if len(pending) >= self.batch_size:
+                commit()
+        if pending:
+            commit()
+        return AddReport(tuple(added), tuple(updated), plan.unchanged, tuple(failed), tuple(ids))
+
+    def plan(self, sources: Sequence[Source]) -> AddPlan:
+        """Decide what to embed: new files and changed ones; unchanged files (same content hash) are skipped."""
+        to_embed: list[Source] = []
+        unchanged: list[str] = []
+        replacing: set[str] = set()
         seen: set[str] = set()
         for s in sources:
             if s.path is None:
@@ -185,38 +248,18 @@ class Retriever:
                     continue
                 replacing.add(s.path)
             to_embed.append(s)
-        added, updated, ids = [], [], []
-        results = embed_sources(
-            self.encoder,
-            to_embed,
-            video_sampling=self.video_sampling,
-            audio_window=self.audio_window,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            progress=progress,
-        )
-        pending: list[Embedded] = []
+        return AddPlan(tuple(to_embed), tuple(unchanged), frozenset(replacing))
 
-        def commit() -> None:
-            # one transaction per batch of files: a crash loses at most this batch, never a half file
-            with self.index.batch():
-                for item in pending:
-                    ids.extend(self._write(item))
-            for item in pending:
-                if item.source.path is not None:
-                    (updated if item.source.path in replacing else added).append(item.source.path)
-            pending.clear()
+    def write(self, items: Sequence[Embedded]) -> list[int]:
+        """Store embedded files in ONE transaction (a changed file's old entries are replaced); returns ids.
 
-        for pos, item in enumerate(results):
-            if isinstance(item, Failure):
-                failed.append((item.path or f"<in-memory #{pos}>", item.reason))
-                continue
-            pending.append(item)
-            if len(pending) >= self.batch_size:
-                commit()
-        if pending:
-            commit()
-        return AddReport(tuple(added), tuple(updated), tuple(unchanged), tuple(failed), tuple(ids))
+        A crash loses at most this batch, never half a file.
+        """
+        ids: list[int] = []
+        with self.index.batch():
+            for item in items:
+                ids.extend(self._write(item))
+        return ids
 
     def _unchanged(self, path: str, state) -> bool:
         old_hash, old_mtime, old_size = state
@@ -254,48 +297,6 @@ class Retriever:
         if s.path is not None:
             return list(self.index.replace_path(s.path, item.vectors, records))
         return list(self.index.add(item.vectors, records))
-
-    def _expand(self, source: Any, modality: Modality | None, meta: dict, recursive: bool):
-        sources: list[Source] = []
-        failed: list[tuple[str, str]] = []
-        if isinstance(source, (list, tuple)) and not (modality is not None and modality is not Modality.TEXT and _is_array(source)):
-            for item in source:
-                s, f = self._expand(item, modality, meta, recursive)
-                sources += s
-                failed += f
-            return sources, failed
-        if modality is Modality.TEXT:
-            if not isinstance(source, str) or not source.strip():
-                raise ValueError(f"modality='text' needs non-empty strings, got {type(source).__name__}")
-            return [Source(Modality.TEXT, None, source, meta)], failed
-        if isinstance(source, (str, os.PathLike)):
-            path = os.path.realpath(os.path.expanduser(os.fspath(source)))
-            if os.path.isdir(path):
-                for file in _walk(path, recursive, failed):
-                    m = modality_of_path(file)
-                    if m is not None and (modality is None or m is modality):
-                        sources.append(Source(m, file, None, meta))
-                return sources, failed
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"{os.fspath(source)}: no such file or directory")
-            m = modality or modality_of_path(path)
-            if m is None:
-                failed.append((path, "unknown media extension (say modality=... to force one)"))
-            else:
-                sources.append(Source(m, path, None, meta))
-            return sources, failed
-        if isinstance(source, VideoArray):
-            return [Source(Modality.VIDEO, None, source, meta)], failed
-        if isinstance(source, AudioArray):
-            return [Source(Modality.AUDIO, None, source, meta)], failed
-        from PIL import Image
-
-        if isinstance(source, Image.Image) or (modality is Modality.IMAGE and _is_array(source)):
-            return [Source(Modality.IMAGE, None, source, meta)], failed
-        raise TypeError(
-            f"cannot add a {type(source).__name__}: pass a path, a directory, a PIL image, an array with "
-            "modality='image', VideoArray/AudioArray, or strings with modality='text'"
-        )
 
     def remove(self, target: int | str | os.PathLike | Iterable[int]) -> int:
         """Remove entries by id(s) or every entry of a file path; returns how many were removed."""
@@ -394,7 +395,54 @@ class Retriever:
         return f"Retriever(preset={self.encoder.preset.name!r}, entries={len(self.index)}, path={self.index.path!r})"
 
 
-def _index_fingerprint(encoder, sampling: VideoSampling, audio_window: float | None, weights_path: str | None = None) -> dict:
+def expand_inputs(source: Any, modality: Modality | None, meta: Mapping[str, Any], recursive: bool = True) -> tuple[list[Source], list[tuple[str, str]]]:
+    """Sources for ``add``: folders walked (stable order, by extension), files, in-memory media, texts.
+
+    Returns (sources, failed) where failed holds (path, reason) for inputs that can't be used.
+    """
+    sources: list[Source] = []
+    failed: list[tuple[str, str]] = []
+    if isinstance(source, (list, tuple)) and not (modality is not None and modality is not Modality.TEXT and _is_array(source)):
+        for item in source:
+            s, f = expand_inputs(item, modality, meta, recursive)
+            sources += s
+            failed += f
+        return sources, failed
+    if modality is Modality.TEXT:
+        if not isinstance(source, str) or not source.strip():
+            raise ValueError(f"modality='text' needs non-empty strings, got {type(source).__name__}")
+        return [Source(Modality.TEXT, None, source, meta)], failed
+    if isinstance(source, (str, os.PathLike)):
+        path = os.path.realpath(os.path.expanduser(os.fspath(source)))
+        if os.path.isdir(path):
+            for file in _walk(path, recursive, failed):
+                m = modality_of_path(file)
+                if m is not None and (modality is None or m is modality):
+                    sources.append(Source(m, file, None, meta))
+            return sources, failed
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{os.fspath(source)}: no such file or directory")
+        m = modality or modality_of_path(path)
+        if m is None:
+            failed.append((path, "unknown media extension (say modality=... to force one)"))
+        else:
+            sources.append(Source(m, path, None, meta))
+        return sources, failed
+    if isinstance(source, VideoArray):
+        return [Source(Modality.VIDEO, None, source, meta)], failed
+    if isinstance(source, AudioArray):
+        return [Source(Modality.AUDIO, None, source, meta)], failed
+    from PIL import Image
+
+    if isinstance(source, Image.Image) or (modality is Modality.IMAGE and _is_array(source)):
+        return [Source(Modality.IMAGE, None, source, meta)], failed
+    raise TypeError(
+        f"cannot add a {type(source).__name__}: pass a path, a directory, a PIL image, an array with "
+        "modality='image', VideoArray/AudioArray, or strings with modality='text'"
+    )
+
+
+def index_fingerprint(encoder, sampling: VideoSampling, audio_window: float | None, weights_path: str | None = None) -> dict:
     return {
         "format": _INDEX_FORMAT,
         "encoder": encoder.fingerprint(),

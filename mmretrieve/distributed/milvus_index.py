@@ -566,15 +566,6 @@ def _hit(id_: int, score: float, entity: Mapping) -> Hit:
                start=entity.get("seg_start"), end=entity.get("seg_end"), metadata=dict(meta))
 
 
-def _iter_unified(index, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, vectors) chunks of every entry of a UnifiedIndex, in one read snapshot.
-
-    UnifiedIndex has no public enumeration of ids yet; this reads its store the way its own rebuild does.
-    """
-    with index._read():  # noqa: SLF001 - see docstring
-        yield from index._store.iter_vectors(index.dim, chunk=chunk)  # noqa: SLF001
-
-
 def export_to_milvus(index, uri: str, collection: str = "mmretrieve", *, index_type: str = "FLAT",
                      index_params: Mapping | None = None, token: str | None = None, overwrite: bool = False,
                      batch_size: int = _CHUNK, filter_templates: bool = False) -> MilvusIndex:
@@ -586,7 +577,7 @@ def export_to_milvus(index, uri: str, collection: str = "mmretrieve", *, index_t
                                 overwrite=overwrite, filter_templates=filter_templates)
     try:
         states: dict[str, Any] = {}
-        for ids, vecs in _iter_unified(index, batch_size):
+        for ids, vecs in index.iter_vectors(batch_size):
             hits = index.get(ids)
             records = []
             for h in hits:
@@ -609,36 +600,31 @@ def milvus_retriever(uri: str, collection: str = "mmretrieve", *, preset: str | 
                      index_type: str = "FLAT", token: str | None = None, batch_size: int = 32,
                      num_workers: int | None = None, filter_templates: bool = False):
     """A Retriever over a Milvus collection: opens it (rebuilding its encoder) or creates it from ``preset``."""
-    from ..media.video import VideoSampling
-    from ..models import create_encoder
-    from ..retriever import Retriever, _index_fingerprint, _sampling_from
+    from ..retriever import Retriever
 
     try:
         index = MilvusIndex.open(uri, collection, token=token, filter_templates=filter_templates)
     except FileNotFoundError:
         index = None
     if index is not None:
-        try:
-            fp = index.fingerprint
-            enc_fp = fp.get("encoder") or {}
-            if preset is not None and enc_fp.get("preset") != preset:
-                raise EncoderMismatchError(f"{index.path} was built with preset {enc_fp.get('preset')!r}, "
-                                           f"not {preset!r}")
-            encoder = create_encoder(enc_fp["preset"], device=device, pretrained=pretrained,
-                                     weights=fp.get("weights_path"), video_head=enc_fp.get("video_head"))
-            return Retriever(encoder, index, video_sampling=VideoSampling(**fp["video_sampling"]),
-                             audio_window=fp["audio_window"], batch_size=batch_size, num_workers=num_workers,
-                             weights_path=fp.get("weights_path"))
-        except BaseException:
+        built_with = (index.fingerprint.get("encoder") or {}).get("preset")
+        if preset is not None and built_with != preset:
             index.close()
-            raise
+            raise EncoderMismatchError(f"{index.path} was built with preset {built_with!r}, not {preset!r}")
+        return Retriever.from_index(index, device=device, pretrained=pretrained, batch_size=batch_size, num_workers=num_workers)
     if preset is None:
         raise FileNotFoundError(f"no Milvus collection {collection!r} at {uri}; pass preset= to create one")
-    encoder = create_encoder(preset, device=device, pretrained=pretrained, weights=weights, video_head=video_head)
-    sampling = video or _sampling_from(encoder.preset.video)
-    a_window = encoder.preset.audio.window if audio_window is ... else audio_window
-    fp = _index_fingerprint(encoder, sampling, a_window, weights)
-    index = MilvusIndex.create(encoder.dim, fp, uri=uri, collection=collection, index_type=index_type,
-                               token=token, filter_templates=filter_templates)
-    return Retriever(encoder, index, video_sampling=sampling, audio_window=a_window, batch_size=batch_size,
-                     num_workers=num_workers, weights_path=weights)
+    return Retriever.create(
+        preset,
+        device=device,
+        pretrained=pretrained,
+        weights=weights,
+        video_head=video_head,
+        video=video,
+        audio_window=audio_window,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        make_index=lambda dim, fp: MilvusIndex.create(
+            dim, fp, uri=uri, collection=collection, index_type=index_type, token=token, filter_templates=filter_templates
+        ),
+    )

@@ -57,11 +57,10 @@ def _init_ray(address: str | None) -> None:
 def _list_sources(inputs: Any, modality: Any, metadata: Mapping | None, recursive: bool):
     """Sources and (path, reason) failures, by Retriever.add's rules (folders walked, modality by extension)."""
     from ..modality import parse_modality
-    from ..retriever import Retriever
+    from ..retriever import expand_inputs
 
     mod = None if modality is None else parse_modality(modality)
-    lister = object.__new__(Retriever)  # _expand reads no instance state; see the report to the lead
-    sources, failed = lister._expand(inputs, mod, dict(metadata or {}), recursive)  # noqa: SLF001
+    sources, failed = expand_inputs(inputs, mod, dict(metadata or {}), recursive)
     for s in sources:
         if s.path is None and s.modality is not Modality.TEXT:
             raise TypeError("embedding with Ray takes files, folders and strings with modality='text'; "
@@ -210,13 +209,13 @@ def embed_dataset(inputs: Any, *, preset: str = "clip-vit-b32", weights: str | N
     Write it anywhere Ray Data writes (``ds.write_parquet("s3://...")``) or iterate it.
     """
     from ..models import create_encoder
-    from ..retriever import _sampling_from
+    from ..retriever import default_video_sampling
 
     _check_args(num_actors, batch_size)
     sources, failed = _list_sources(inputs, modality, None, recursive)
     # the driver needs the preprocessors (they depend on the weights' mean/std) and nothing else
     driver_enc = create_encoder(preset, device="cpu", pretrained=pretrained, weights=weights, video_head=video_head)
-    sampling = video or _sampling_from(driver_enc.preset.video)
+    sampling = video or default_video_sampling(driver_enc)
     a_window = driver_enc.preset.audio.window if audio_window is ... else audio_window
     preparer = Preparer(driver_enc, sampling, a_window)
     del driver_enc
@@ -267,21 +266,8 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
         bs = batch_size or retriever.batch_size
         _check_args(num_actors, bs)
         sources, failed = _list_sources(inputs, modality, metadata, recursive)
-        to_embed, unchanged, replacing, seen = [], [], set(), set()
-        for s in sources:  # the same skip/replace decisions as Retriever.add
-            if s.path is None:
-                to_embed.append(s)
-                continue
-            if s.path in seen:
-                continue
-            seen.add(s.path)
-            state = retriever.index.file_state(s.path)
-            if state is not None:
-                if retriever._unchanged(s.path, state):  # noqa: SLF001
-                    unchanged.append(s.path)
-                    continue
-                replacing.add(s.path)
-            to_embed.append(s)
+        plan = retriever.plan(sources)  # the same skip/replace decisions as Retriever.add
+        to_embed, unchanged, replacing = list(plan.to_embed), list(plan.unchanged), plan.replacing
         added, updated, ids = [], [], []
         if to_embed:
             _init_ray(address)
@@ -298,9 +284,7 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
             pending: list[Embedded] = []
 
             def commit() -> None:
-                with retriever.index.batch():
-                    for item in pending:
-                        ids.extend(retriever._write(item))  # noqa: SLF001 - same records as Retriever.add
+                ids.extend(retriever.write(pending))  # same records and one transaction, as Retriever.add
                 for item in pending:
                     if item.source.path is not None:
                         (updated if item.source.path in replacing else added).append(item.source.path)

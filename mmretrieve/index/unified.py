@@ -330,6 +330,11 @@ class UnifiedIndex:
             raise KeyError(f"ids not in index {self.path or '<in-memory>'}: {missing[:10]}")
         return [hit_from_row(rows[i], math.nan) for i in ids]
 
+    def iter_vectors(self, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) chunks of every live entry, read from one consistent snapshot."""
+        with self._read():
+            yield from self._store.iter_vectors(self.dim, chunk=chunk)
+
     def vectors(self, ids: Any) -> np.ndarray:
         """(len(ids), dim) float32 stored vectors, in the given order; KeyError for unknown ids."""
         ids = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
