@@ -18,8 +18,14 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-pytest.importorskip("gradio")
+# In CI (CI=true) a missing browser stack is a failure, never a silent skip.
+_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+if _IN_CI:
+    import gradio  # noqa: F401
+    import playwright.sync_api as playwright_api
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("gradio")
 
 from mmretrieve.demo import free_port  # noqa: E402
 
@@ -90,7 +96,7 @@ def server(demo_index, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser_context(tmp_path_factory):
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set MMR_CHROMIUM)")
+        (pytest.fail if _IN_CI else pytest.skip)(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set MMR_CHROMIUM)")
     profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh user-data-dir
     with playwright_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
