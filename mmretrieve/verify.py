@@ -386,13 +386,8 @@ def _reembed(ix, paths: list[str], pretrained, device, num_workers) -> list[str]
     enc_fp = fp.get("encoder") or {}
     if fp.get("format") != "mmretrieve-index" or "preset" not in enc_fp:
         return [f"cannot re-embed {len(paths)} changed file(s): the index has no encoder record"]
-    from .media.video import VideoSampling
-    from .models import create_encoder
-
-    encoder = create_encoder(enc_fp["preset"], device=device, pretrained=pretrained,
-                             weights=fp.get("weights_path"), video_head=enc_fp.get("video_head"))
-    r = Retriever(encoder, ix, video_sampling=VideoSampling(**fp["video_sampling"]), audio_window=fp["audio_window"],
-                  num_workers=num_workers, weights_path=fp.get("weights_path"))
+    # the same encoder, sampling and windows the index was built with (closes ix if that fails)
+    r = Retriever.from_index(ix, device=device, pretrained=pretrained, num_workers=num_workers)
     metas = {}
     for p in paths:
         rows = ix._store.conn.execute("SELECT metadata FROM items WHERE path = ? ORDER BY id DESC LIMIT 1", (p,)).fetchone()

@@ -363,7 +363,12 @@ class _DecordReader(_Reader):
         if n == 0:
             raise MediaError(path, "video stream has zero frames")
         ts = np.asarray(self.vr.get_frame_timestamp(np.arange(n)), dtype=np.float64)[:, 0]
-        if not np.all(np.isfinite(ts)) or np.any(np.diff(ts) < 0):
+        fps = float(self.vr.get_avg_fps() or 0.0)
+        if np.any(ts < 0) and math.isfinite(fps) and fps > 0:
+            # decord marks frames without a presentation time with a huge negative value (seen on
+            # truncated MPEG-PS); subtracting it would claim a duration of millions of years
+            ts = np.arange(n, dtype=np.float64) / fps
+        if not np.all(np.isfinite(ts)) or np.any(ts < 0) or np.any(np.diff(ts) < 0):
             raise MediaError(path, "decord returned unusable frame timestamps")
         self.times = np.round(ts - ts[0], 6)
         keys = np.asarray(self.vr.get_key_indices(), dtype=np.int64)
@@ -371,7 +376,6 @@ class _DecordReader(_Reader):
         if len(keys) == 0 or keys[0] != 0:
             keys = np.concatenate([[0], keys]).astype(np.int64)
         self.keyframes = np.unique(keys)
-        fps = float(self.vr.get_avg_fps() or 0.0)
         h, w = self._shape()
         self.info = VideoInfo(path, _duration_from_times(self.times, fps), fps, n, w, h, "decord")
 
@@ -470,8 +474,19 @@ def probe_video(path: str | os.PathLike, backend: str = "auto") -> VideoInfo:
     return _with_fallback(path, backend, lambda b: b.probe(path))
 
 
+# A window count above both of these means the timestamps are not believable (a 24 h video cut
+# into 10 s windows has 8,640); refusing keeps a lying file from allocating millions of windows.
+_MAX_WINDOWS = 100_000
+_MAX_WINDOWS_PER_FRAME = 10
+
+
 def _clips_from_reader(reader: _Reader, sampling: VideoSampling) -> Iterator[VideoClip]:
     duration = reader.info.duration
+    if sampling.window is not None and math.isfinite(duration):
+        n_windows = duration / sampling.window
+        if n_windows > _MAX_WINDOWS and n_windows > _MAX_WINDOWS_PER_FRAME * max(1, reader.info.num_frames):
+            raise MediaError(reader.info.path, f"frame timestamps span {duration:.4g} s for only "
+                                               f"{reader.info.num_frames} frames (corrupt timestamps)")
     for start, end in fixed_windows(duration, sampling.window, min_tail=sampling.min_tail):
         targets = uniform_times(start, end, sampling.frames_for(start, end))
         idx = _choose(reader.times, reader.keyframes, targets, sampling.keyframe_snap)

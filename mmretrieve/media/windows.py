@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["fixed_windows", "uniform_times"]
+__all__ = ["MAX_WINDOWS", "fixed_windows", "uniform_times"]
+
+MAX_WINDOWS = 10_000_000  # a bound on the list fixed_windows builds (about 1 GB of tuples)
 
 _EPS = 1e-9
 
@@ -35,6 +37,9 @@ def fixed_windows(duration: float, window: float | None, *, min_tail: float = 1.
         return [(0.0, duration)]
     # Number of window starts strictly before the end (tolerant of float fuzz such as 30.000000001 / 10).
     n = int(math.ceil(duration / window - _EPS))
+    if n > MAX_WINDOWS:
+        raise ValueError(f"{duration:.6g} s in windows of {window:g} s would make {n:,} windows "
+                         f"(more than {MAX_WINDOWS:,}); use a longer window")
     starts = [i * window for i in range(n)]
     tail = duration - starts[-1]
     if len(starts) > 1 and tail < min_tail - _EPS:

@@ -15,7 +15,8 @@ make_hostile_corpus(root) writes, under root:
                  SQL and shell metacharacters, a leading dash (each a valid tiny PNG)
     links/       a symlink loop between two directories, a self-referencing file symlink, a dangling link
     special/     a FIFO and a UNIX socket with media extensions (reading a FIFO would block forever),
-                 a directory named like an image, a file and a folder with mode 000
+                 a directory named like an image, a file and a folder with mode 000, a link to a file
+                 that cannot be read even by root
     many/        ``many_files`` tiny files (10,000 by default) with media extensions and 1-40 bytes
 
 Each written entry is a :class:`HostileFile` saying what it is and what indexing must do with it:
@@ -24,8 +25,10 @@ truncated MP3 still decodes its first half, a PNG named .jpg is a fine image) or
 (never reaches the decoder: loops, FIFOs are not regular files... see ``note``).
 
 Permissions: tests usually run as root, and root reads a mode-000 file anyway; the entries with
-mode 000 are marked ``any`` for that reason (``HostileFile.note`` says so). To check the refusal
-itself, run the indexer as an unprivileged user (the reliability tests do, with setuid).
+mode 000 are marked ``any`` for that reason (``HostileFile.note`` says so). A read that fails even
+for root is still produced: ``special/denied.png`` is a symlink to a write-only sysfs attribute
+(e.g. /sys/bus/pci/rescan, mode 0200), whose open() for reading returns EACCES for every user. It
+is never written to. When no such file exists (no sysfs) that entry is left out.
 """
 from __future__ import annotations
 
@@ -158,6 +161,28 @@ def _audio_only_container(path: str) -> None:
             container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def _write_only_file() -> str | None:
+    """A write-only sysfs attribute (mode 0200): open() for reading fails with EACCES even for root.
+
+    Only ever opened for reading (which fails); nothing here writes to it."""
+    import glob
+
+    for pattern in ("/sys/bus/pci/rescan", "/sys/class/zram-control/hot_remove", "/sys/devices/pci*/*/rescan",
+                    "/sys/module/*/parameters/*"):
+        for candidate in sorted(glob.glob(pattern)):
+            try:
+                st = os.stat(candidate)
+            except OSError:
+                continue
+            if st.st_mode & 0o777 == 0o200:
+                try:
+                    with open(candidate, "rb"):
+                        pass
+                except PermissionError:
+                    return candidate
+    return None
 
 
 def _write(path: str, data: bytes) -> str:
@@ -361,6 +386,11 @@ def make_hostile_corpus(root: str | os.PathLike, *, many_files: int = 10_000, se
         os.chmod(locked_dir, 0)
         extras["locked_dir"] = locked_dir
         extras["locked_file"] = locked
+        denied = _write_only_file()
+        if denied is not None:
+            link = os.path.join(d, "denied.png")
+            os.symlink(denied, link)
+            add(link, "unreadable", "skip", f"symlink to {denied}, write-only: reading it fails even for root")
 
     many_dir = None
     if many_files:

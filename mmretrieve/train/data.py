@@ -20,6 +20,7 @@ import torch
 
 from mmretrieve.data.common import Sample
 from mmretrieve.modality import Modality
+from mmretrieve.models.preprocess import pad_frames
 
 __all__ = ["PairSet", "MediaDecoder", "Batch", "TaskStream", "load_pairs", "collate"]
 
@@ -84,13 +85,7 @@ class MediaDecoder:
 def collate(modality: Modality, tensors: Sequence[torch.Tensor]) -> Any:
     """Stack tensors of one modality; videos are padded to the longest with a frame mask."""
     if modality is Modality.VIDEO:
-        longest = max(t.shape[0] for t in tensors)
-        frames = tensors[0].new_zeros((len(tensors), longest) + tuple(tensors[0].shape[1:]))
-        mask = torch.zeros((len(tensors), longest), dtype=torch.bool)
-        for i, t in enumerate(tensors):
-            frames[i, : t.shape[0]] = t
-            mask[i, : t.shape[0]] = True
-        return frames, mask
+        return pad_frames(tensors)
     return torch.stack(list(tensors))
 
 
