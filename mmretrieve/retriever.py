@@ -418,12 +418,17 @@ def expand_inputs(source: Any, modality: Modality | None, meta: Mapping[str, Any
             for file in _walk(path, recursive, failed):
                 m = modality_of_path(file)
                 if m is not None and (modality is None or m is modality):
-                    sources.append(Source(m, file, None, meta))
+                    if _undecodable(file):
+                        failed.append((_printable(file), _NOT_UTF8))
+                    else:
+                        sources.append(Source(m, file, None, meta))
             return sources, failed
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{os.fspath(source)}: no such file or directory")
+            raise FileNotFoundError(f"{_printable(os.fspath(source))}: no such file or directory")
         m = modality or modality_of_path(path)
-        if m is None:
+        if _undecodable(path):
+            failed.append((_printable(path), _NOT_UTF8))
+        elif m is None:
             failed.append((path, "unknown media extension (say modality=... to force one)"))
         else:
             sources.append(Source(m, path, None, meta))
@@ -440,6 +445,23 @@ def expand_inputs(source: Any, modality: Modality | None, meta: Mapping[str, Any
         f"cannot add a {type(source).__name__}: pass a path, a directory, a PIL image, an array with "
         "modality='image', VideoArray/AudioArray, or strings with modality='text'"
     )
+
+
+_NOT_UTF8 = "file name is not valid UTF-8 (the index stores paths as text); rename the file to index it"
+
+
+def _undecodable(path: str) -> bool:
+    """True for a path whose bytes are not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _printable(path: str) -> str:
+    """The path with undecodable bytes shown as \\xNN, safe to print and to store."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def index_fingerprint(encoder, sampling: VideoSampling, audio_window: float | None, weights_path: str | None = None) -> dict:
@@ -462,7 +484,7 @@ def _walk(root: str, recursive: bool, failed: list) -> Iterable[str]:
     visited: set[tuple[int, int]] = set()
 
     def onerror(err: OSError) -> None:
-        failed.append((err.filename or root, f"cannot list folder: {err.strerror or err}"))
+        failed.append((_printable(os.fspath(err.filename or root)), f"cannot list folder: {err.strerror or err}"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
         try:

@@ -332,7 +332,8 @@ def make_hostile_corpus(root: str | os.PathLike, *, many_files: int = 10_000, se
     if non_utf8_name:
         bad_utf8 = os.path.join(os.fsencode(d), b"bad-\xff\xfe-name.png")
         _write(bad_utf8, png)  # type: ignore[arg-type]
-        add(os.fsdecode(bad_utf8), "non-utf8-name", "any", "valid image; the name is not UTF-8")
+        add(os.fsdecode(bad_utf8), "non-utf8-name", "skip",
+            "valid image, but the index stores paths as UTF-8 text: reported with the name shown as \\xNN")
     long_name = os.path.join(d, ("l" * 236) + ".png")
     add(_write(long_name, png), "long-name", "any", "240-byte file name")
     long_utf8 = os.path.join(d, ("é" * 110) + ".png")  # 220 bytes in UTF-8
