@@ -68,6 +68,8 @@ class Query:
         object.__setattr__(self, "modality", parse_modality(self.modality, "Query.modality"))
         if self.modality is Modality.TEXT and not isinstance(self.value, str):
             raise TypeError(f"Query.text expects a str, got {type(self.value).__name__}")
+        if self.modality is Modality.TEXT and not self.value.strip():
+            raise ValueError("Query.text: empty text")
         if isinstance(self.value, str) and self.modality is not Modality.TEXT and not self.value.strip():
             raise ValueError(f"Query.{self.modality.value}: empty file name")
 
@@ -222,8 +224,16 @@ def fuse(vectors: np.ndarray, weights: np.ndarray | list[float]) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float32).reshape(-1, 1)
     if vectors.ndim != 2 or len(w) != len(vectors):
         raise ValueError(f"fuse: {len(w)} weights for {len(vectors)} vectors")
-    total = (w * vectors).sum(axis=0)
+    w64 = w.astype(np.float64)
+    if not np.all(np.isfinite(w64)):
+        raise ValueError("fuse: weights must be finite numbers")
+    scale = float(np.abs(w64).max()) if len(w64) else 0.0
+    if scale == 0.0:
+        raise ValueError("the weighted query terms cancel out (all weights are zero): change the weights")
+    # only the ratios of the weights matter: scale them to max |w| = 1 first, so tiny or huge
+    # weights neither underflow nor overflow, and "cancel out" means relative to the largest term
+    total = ((w64 / scale) * vectors.astype(np.float64)).sum(axis=0)
     norm = float(np.linalg.norm(total))
-    if not math.isfinite(norm) or norm < 1e-8:
+    if not math.isfinite(norm) or norm < 1e-6:
         raise ValueError("the weighted query terms cancel out (zero vector): change the weights")
     return (total / norm).astype(np.float32)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import EncoderMismatchError, MediaError
+from .errors import EncoderMismatchError, IndexCorruptError, MediaError
 from .index import Hit, Record, UnifiedIndex
 from .media.video import VideoSampling
 from .modality import Modality, modality_of_path, parse_modality
@@ -157,19 +157,20 @@ class Retriever:
             fp = index.fingerprint
             if fp.get("format") != _INDEX_FORMAT:
                 raise EncoderMismatchError(f"{index.path}: not an mmretrieve retriever index (no encoder record)")
-            enc_fp = fp["encoder"]
-            encoder = create_encoder(
-                enc_fp["preset"],
-                device=device,
-                pretrained=pretrained,
-                weights=fp.get("weights_path"),
-                video_head=enc_fp.get("video_head"),
-            )
+            try:  # a record of the wrong shape is damage, not a programming error
+                enc_fp = fp["encoder"]
+                preset, head = enc_fp["preset"], video_head_of(enc_fp)
+                sampling, audio_window = VideoSampling(**fp["video_sampling"]), fp["audio_window"]
+            except (KeyError, TypeError, AttributeError, ValueError) as e:
+                raise IndexCorruptError(f"{index.path}: the index's encoder record is malformed "
+                                        f"({type(e).__name__}: {e})") from None
+            encoder = create_encoder(preset, device=device, pretrained=pretrained,
+                                     weights=fp.get("weights_path"), video_head=head)
             return cls(
                 encoder,
                 index,
-                video_sampling=VideoSampling(**fp["video_sampling"]),
-                audio_window=fp["audio_window"],
+                video_sampling=sampling,
+                audio_window=audio_window,
                 batch_size=batch_size,
                 num_workers=num_workers,
                 weights_path=fp.get("weights_path"),
@@ -381,7 +382,7 @@ class Retriever:
             "factory": self.index.factory,
             "counts": self.index.stats(),
             "files": len(self.index.paths()),
-            "video_head": fp["encoder"].get("video_head"),
+            "video_head": video_head_of(fp["encoder"]),
             "video_sampling": fp["video_sampling"],
             "audio_window": fp["audio_window"],
             "audio_trained": bool(self.encoder.audio_trained),
@@ -462,6 +463,12 @@ def _undecodable(path: str) -> bool:
 def _printable(path: str) -> str:
     """The path with undecodable bytes shown as \\xNN, safe to print and to store."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def video_head_of(encoder_fingerprint: Mapping[str, Any]) -> str | None:
+    """The temporal head ("mean", "transformer") an encoder fingerprint records."""
+    video = encoder_fingerprint.get("video")
+    return video.get("head") if isinstance(video, Mapping) else None
 
 
 def index_fingerprint(encoder, sampling: VideoSampling, audio_window: float | None, weights_path: str | None = None) -> dict:

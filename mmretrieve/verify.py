@@ -309,10 +309,11 @@ def _check_encoder(fp: dict, pretrained, device) -> EncoderCheck:
     if fp.get("format") != "mmretrieve-index" or not isinstance(enc_fp, dict) or "preset" not in enc_fp:
         return EncoderCheck("skipped", "not a Retriever index (no encoder record)")
     from .models import create_encoder
+    from .retriever import video_head_of
 
     try:
         enc = create_encoder(enc_fp["preset"], device=device or "cpu", pretrained=pretrained,
-                             weights=fp.get("weights_path"), video_head=enc_fp.get("video_head"))
+                             weights=fp.get("weights_path"), video_head=video_head_of(enc_fp))
     except (MMRError, OSError, ValueError) as e:
         return EncoderCheck("unavailable", f"cannot rebuild encoder {enc_fp.get('preset')!r}: {e}")
     try:

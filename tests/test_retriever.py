@@ -221,3 +221,35 @@ def test_query_file_errors_name_the_file(tmp_path, indexed):
         r.search(pathlib.Path(bad))
     with pytest.raises(FileNotFoundError, match="nope.jpg"):
         r.search(pathlib.Path(tmp_path / "nope.jpg"))
+
+
+def test_transformer_video_head_survives_reload(tmp_path):
+    """The head is part of the encoder record: load() rebuilds the same head, info() reports it."""
+    path = str(tmp_path / "idx")
+    with mmr.Retriever.create("tiny-random", path=path, video_head="transformer", num_workers=0) as r:
+        r.add(["a moving square"], modality="text")
+        before = r.embed("a moving square")
+    with mmr.Retriever.load(path) as r:
+        assert r.info()["video_head"] == "transformer"
+        np.testing.assert_array_equal(r.embed("a moving square"), before)
+
+
+def test_blank_text_query_is_refused():
+    for text in ("", "   ", "\n\t"):
+        with pytest.raises(ValueError, match="empty text"):
+            mmr.Query.text(text)
+
+
+def test_damaged_metadata_row_is_index_corrupt(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "idx")
+    with mmr.Retriever.create("tiny-random", path=path, num_workers=0) as r:
+        r.add(["a red square"], modality="text", metadata={"album": "x"})
+    conn = sqlite3.connect(os.path.join(path, "meta.sqlite"))
+    conn.execute("UPDATE items SET metadata = '{not json'")
+    conn.commit()
+    conn.close()
+    with mmr.Retriever.load(path, readonly=True) as r:
+        with pytest.raises(mmr.errors.IndexCorruptError, match="index row 1"):
+            r.search("a red square")

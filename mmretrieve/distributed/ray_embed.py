@@ -257,7 +257,7 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
     ``index.batch()`` each. Every actor's encoder must match the index's (EncoderMismatchError).
     """
     from ..errors import EncoderMismatchError
-    from ..retriever import AddReport, Retriever
+    from ..retriever import AddReport, Retriever, video_head_of
 
     owned = not isinstance(target, Retriever)
     retriever = Retriever.load(os.fspath(target)) if owned else target
@@ -276,7 +276,7 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
             ds = _build(to_embed, Preparer(retriever.encoder, retriever.video_sampling, retriever.audio_window),
                         preset=enc_fp.get("preset") or retriever.encoder.preset.name,
                         weights=retriever.weights_path, pretrained=pretrained,
-                        video_head=enc_fp.get("video_head"), device=device, num_actors=num_actors,
+                        video_head=video_head_of(enc_fp), device=device, num_actors=num_actors,
                         batch_size=bs, num_cpus_per_actor=num_cpus_per_actor,
                         num_gpus_per_actor=num_gpus_per_actor)
             expected_id = retriever.encoder.fingerprint_id()

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..errors import IndexCorruptError
 from ..modality import Modality, parse_modality
 
 __all__ = ["Record", "Hit"]
@@ -92,12 +93,15 @@ def record_row(record: Record, position: int) -> tuple:
 def hit_from_row(row: tuple, score: float) -> Hit:
     """Build a Hit from (id, path, modality, seg_start, seg_end, metadata_json)."""
     id_, path, modality, start, end, meta_json = row
-    return Hit(
-        id=int(id_),
-        score=float(score),
-        path=path,
-        modality=Modality(modality),
-        start=start,
-        end=end,
-        metadata=json.loads(meta_json) if meta_json else {},
-    )
+    try:
+        return Hit(
+            id=int(id_),
+            score=float(score),
+            path=path,
+            modality=Modality(modality),
+            start=start,
+            end=end,
+            metadata=json.loads(meta_json) if meta_json else {},
+        )
+    except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        raise IndexCorruptError(f"index row {id_!r} ({path!r}) is damaged: {e}") from None

@@ -93,6 +93,7 @@ class MetadataStore:
     def connect(cls, db_path: str, *, readonly: bool) -> "MetadataStore":
         if not os.path.isfile(db_path):
             raise IndexCorruptError(f"{db_path}: metadata database is missing")
+        conn = None
         try:
             if readonly:
                 uri = pathlib.Path(os.path.abspath(db_path)).as_uri() + "?mode=ro"
@@ -102,8 +103,12 @@ class MetadataStore:
             store = cls(conn, db_path, readonly)
             store._configure()
             store.check()
-        except sqlite3.DatabaseError as exc:
-            raise IndexCorruptError(f"{db_path}: not a readable mmretrieve metadata database ({exc})") from None
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, (sqlite3.DatabaseError, UnicodeDecodeError)):  # damaged text decodes badly too
+                raise IndexCorruptError(f"{db_path}: not a readable mmretrieve metadata database ({exc})") from None
+            raise
         return store
 
     def _configure(self) -> None:

@@ -390,9 +390,6 @@ FORGED_SHAPES = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, TypeError),
-                   reason="Retriever.from_index (mmretrieve/retriever.py) indexes the fingerprint without checking "
-                          "its shape: KeyError/TypeError instead of a library error, and a traceback from the CLI")
 @pytest.mark.parametrize("shape", sorted(FORGED_SHAPES))
 def test_forged_fingerprint_of_the_wrong_shape_is_a_library_error(index_copy, shape):
     _tamper_fingerprint(index_copy, FORGED_SHAPES[shape])
@@ -412,16 +409,12 @@ def _schema_with_invalid_utf8(index_dir: str) -> None:
 
 def test_schema_with_invalid_utf8_fails_without_traceback(index_copy, capsys):
     _schema_with_invalid_utf8(index_copy)
-    with pytest.raises(ValueError):  # IndexCorruptError would be better: see the xfail below
+    with pytest.raises(IndexCorruptError, match="meta.sqlite"):
         mmr.Retriever.load(index_copy, readonly=True)
     code, out, err = run_cli(capsys, "info", index_copy)
     assert code == 2 and out == "" and "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="MetadataStore.check (mmretrieve/index/store.py) runs PRAGMA quick_check, whose report "
-                          "quotes the damaged schema; sqlite3 cannot decode it and the UnicodeDecodeError escapes "
-                          "connect() instead of becoming IndexCorruptError naming meta.sqlite")
 def test_schema_with_invalid_utf8_is_index_corrupt_naming_the_file(index_copy):
     _schema_with_invalid_utf8(index_copy)
     with pytest.raises(IndexCorruptError, match="meta.sqlite"):
