@@ -28,7 +28,8 @@ from .audio_tower import AudioTower
 from .preprocess import AudioFrontend, ImagePreprocessor
 from .presets import Preset, get_preset, thaw
 from .temporal import HEADS, make_head
-from .weights import ResolvedWeights, load_safetensors, resolve_pretrained, save_safetensors, sha256_file
+from .weights import (ResolvedWeights, describe_load_error, load_safetensors, resolve_pretrained, save_safetensors,
+                      sha256_file)
 
 __all__ = ["MultiModalEncoder", "create_encoder", "UntrainedAudioWarning", "FINGERPRINT_FORMAT"]
 
@@ -291,7 +292,7 @@ def _build_clip(preset: Preset, resolved: ResolvedWeights) -> tuple[nn.Module, d
                 load_checkpoint(model, resolved.checkpoint, strict=True, weights_only=True)
             except Exception as e:
                 raise WeightsUnavailableError(f"{resolved.checkpoint}: cannot load it into {label} for preset "
-                                              f"{preset.name!r} ({type(e).__name__}: {e})") from e
+                                              f"{preset.name!r} ({describe_load_error(e)})") from None
     else:
         if preset.clip.model is None:
             raise ValueError(f"preset {preset.name!r}: inline configs must be plain open_clip CLIP configs")

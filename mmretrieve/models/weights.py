@@ -247,11 +247,32 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def describe_load_error(exc: BaseException) -> str:
+    """One readable line for a failed weights load; a refused pickle says why instead of torch's advice."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in str(exc):
+        return ("it holds pickled Python objects besides tensors, which mmretrieve never unpickles "
+                "(untrusted code could run); save the weights as .safetensors")
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:600]}{'...' if len(text) > 600 else ''}"
+
+
+def torch_load_tensors(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` on CPU; a refused or unreadable file is a ValueError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{os.fspath(path)}: {describe_load_error(e)}") from None
+
+
 def load_checkpoint_tensors(path: str) -> dict[str, torch.Tensor]:
     """A state dict from safetensors, or a .bin/.pt via ``torch.load(weights_only=True)``."""
     if str(path).endswith(".safetensors"):
         return load_safetensors(path)[0]
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch_load_tensors(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

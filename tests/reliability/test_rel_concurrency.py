@@ -11,8 +11,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import TINY, cli, cli_popen, make_audio_folder, make_image_folder
-from rel_helpers import row_count
+from rel_helpers import TINY, cli, cli_popen, make_audio_folder, make_image_folder, row_count
 
 from mmretrieve.errors import IndexLockedError
 

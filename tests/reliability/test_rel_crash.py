@@ -18,8 +18,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TINY, cli
-from rel_helpers import invariants, row_count, vectors_by_path
+from rel_helpers import TINY, cli, invariants, row_count, vectors_by_path
 
 N_FILES = 300
 BATCH = "4"

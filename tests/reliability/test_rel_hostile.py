@@ -9,7 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import TINY, cli
+from rel_helpers import TINY, cli
 
 from mmretrieve.media.write import write_image
 from mmretrieve.testing import make_hostile_corpus
