@@ -2,7 +2,10 @@
 
 A checkpoint is a folder ``checkpoints/step-NNNNNNN/`` holding
   model.safetensors    the encoder (``MultiModalEncoder.save_weights`` format: loadable with
-                       ``create_encoder(preset, weights=...)``)
+                       ``create_encoder(preset, weights=...)``); LoRA deltas merged in, original keys
+  lora.safetensors     only for runs with LoRA: the adapters and the SHA-256 of each frozen base
+                       weight. A resume rebuilds the base from the config (it is frozen), checks the
+                       hashes, and restores the adapters: the exact pre-merge state
   trainer.safetensors  the learnable temperature and the torch / numpy RNG states
   optimizer.pt         ``optimizer.state_dict()`` (plain tensors and numbers; read back with
                        ``torch.load(weights_only=True)``, which refuses arbitrary pickles)
@@ -23,9 +26,61 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "CheckpointState", "copy_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "CheckpointState", "copy_checkpoint",
+           "encoder_weights_meta"]
 
 _FORMAT = "mmretrieve-train-checkpoint/1"
+_WEIGHTS_FORMAT = "mmretrieve-encoder-weights/1"  # MultiModalEncoder.save_weights's
+
+
+def encoder_weights_meta(encoder) -> dict[str, str]:
+    """The safetensors metadata ``MultiModalEncoder.save_weights`` writes."""
+    return {"format": _WEIGHTS_FORMAT, "preset": encoder.preset.name, "video_head": encoder.video_head_name,
+            "dim": str(encoder.dim)}
+
+
+def _save_encoder(encoder, folder: str) -> None:
+    from mmretrieve.models.weights import save_safetensors
+
+    from .lora import has_lora, lora_state, merged_state_dict
+
+    if not has_lora(encoder):
+        encoder.save_weights(os.path.join(folder, "model.safetensors"))
+        return
+    save_safetensors(os.path.join(folder, "model.safetensors"), merged_state_dict(encoder),
+                     encoder_weights_meta(encoder))
+    tensors, meta = lora_state(encoder)
+    save_safetensors(os.path.join(folder, "lora.safetensors"), tensors, meta)
+
+
+def _load_encoder(encoder, folder: str) -> None:
+    from mmretrieve.models.weights import load_safetensors
+
+    from .lora import has_lora, load_lora_state, lora_base_keys
+
+    model_path, lora_path = os.path.join(folder, "model.safetensors"), os.path.join(folder, "lora.safetensors")
+    saved_lora = os.path.isfile(lora_path)
+    if saved_lora != has_lora(encoder):
+        raise ValueError(f"{folder}: the checkpoint was written {'with' if saved_lora else 'without'} LoRA adapters "
+                         f"but this run has lora.enabled={not saved_lora}; resume with the run's own config")
+    if not saved_lora:
+        encoder.load_weights(model_path)
+        return
+    tensors, meta = load_safetensors(lora_path)
+    load_lora_state(encoder, tensors, meta, where=lora_path)  # checks the frozen bases too
+    merged, _ = load_safetensors(model_path)
+    bases = set(lora_base_keys(encoder))
+    rest = {k: v for k, v in merged.items() if k not in bases}  # the merged LoRA'd weights: rebuilt instead
+    own = {k: v for k, v in encoder.state_dict().items() if ".parametrizations." not in k}
+    if set(rest) != set(own) or bases - set(merged):
+        diff = sorted((set(rest) ^ set(own)) | (bases - set(merged)))
+        raise ValueError(f"{model_path}: tensors do not match this encoder's, e.g. {diff[:5]}")
+    wrong = [k for k, v in rest.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"{model_path}: shape mismatch for {wrong[:5]}")
+    encoder.load_state_dict(rest, strict=False)
+    if any(k.startswith("audio.") for k in rest):
+        encoder.audio_trained = True
 
 
 @dataclass(frozen=True)
@@ -70,7 +125,7 @@ def save_checkpoint(out: str, step: int, encoder, logit_scale: torch.nn.Module, 
     tmp = final + f".tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    encoder.save_weights(os.path.join(tmp, "model.safetensors"))
+    _save_encoder(encoder, tmp)
     tensors, rng_meta = _rng_tensors()
     tensors["logit_scale.log_scale"] = logit_scale.log_scale.detach()
     save_safetensors(os.path.join(tmp, "trainer.safetensors"), tensors, {"format": _FORMAT})
@@ -118,7 +173,7 @@ def load_checkpoint(path: str, encoder, logit_scale: torch.nn.Module, optimizer,
         state = json.load(f)
     if state.get("format") != _FORMAT:
         raise ValueError(f"{path}: not an mmretrieve training checkpoint (format {state.get('format')!r})")
-    encoder.load_weights(os.path.join(path, "model.safetensors"))
+    _load_encoder(encoder, path)
     tensors, _ = load_safetensors(os.path.join(path, "trainer.safetensors"))
     with torch.no_grad():
         logit_scale.log_scale.copy_(tensors["logit_scale.log_scale"])

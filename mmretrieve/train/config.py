@@ -7,6 +7,7 @@ sections map one to one onto the frozen dataclasses below::
     data:  {kind: synthetic, root: ..., tasks: [image, video, audio]}
     optim: {lr: 1e-3, lr_pretrained: 1e-4, epochs: 5, batch_size: 32}
     lock:  {text: true}
+    lora:  {enabled: true, towers: [image], rank: 8}
     run:   {seed: 0, amp: none}
 
 Unknown keys are errors (naming the section and the key), so a typo never silently trains the
@@ -25,6 +26,7 @@ __all__ = [
     "DataConfig",
     "OptimConfig",
     "LockConfig",
+    "LoraConfig",
     "RunConfig",
     "TrainConfig",
     "list_recipes",
@@ -37,6 +39,9 @@ __all__ = [
 _AMP = ("none", "bf16", "fp16")
 _DATA_KINDS = ("synthetic", "manifest", "coco", "msrvtt", "clotho")
 _TASKS = ("image", "video", "audio")
+_LORA_TOWERS = ("image", "text", "audio")
+_LORA_TARGETS = ("attn", "q", "k", "v", "out", "mlp")
+_LORA_INITS = ("kaiming", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,29 @@ class LockConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters (``lora.py``) instead of full fine-tuning for some towers.
+
+    For each tower in ``towers`` (image, text, audio) the base weights are frozen and low-rank
+    adapters (``W + alpha / rank * B @ A``, B = 0 at the start) on ``targets`` of every transformer
+    block train instead: q, k, v, out (attention output), attn (= q k v out), mlp (both MLP Linears).
+    ``train_projection`` keeps that tower's output projection trainable (at ``lr_pretrained``);
+    adapters train at ``lr``. A tower cannot be both locked and LoRA-adapted. Checkpoints and exports
+    hold merged weights under the original keys (``lora.safetensors`` next to them keeps the
+    adapters for resuming).
+    """
+
+    enabled: bool = False
+    towers: tuple[str, ...] = ("image",)
+    targets: tuple[str, ...] = ("attn", "mlp")
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    init: str = "kaiming"
+    train_projection: bool = True
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Run-time choices: output folder, seed, precision, logging and checkpoint cadence.
 
@@ -149,13 +177,15 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lock: LockConfig = field(default_factory=LockConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lock": LockConfig, "run": RunConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lock": LockConfig,
+             "lora": LoraConfig, "run": RunConfig}
 
 
 def _validate(c: TrainConfig) -> None:
@@ -176,6 +206,33 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"optim.epochs={c.optim.epochs}: must be >= 1 (or set optim.max_steps)")
     if not 0.0 <= c.data.val_fraction < 1.0:
         raise ValueError(f"data.val_fraction={c.data.val_fraction}: must be in [0, 1)")
+    _validate_lora(c)
+
+
+def _validate_lora(c: TrainConfig) -> None:
+    lo = c.lora
+    if not isinstance(lo.enabled, bool):
+        raise ValueError(f"lora.enabled={lo.enabled!r}: true or false")
+    bad = [t for t in lo.towers if t not in _LORA_TOWERS]
+    if bad or not lo.towers:
+        raise ValueError(f"lora.towers={list(lo.towers)!r}: a non-empty list of {', '.join(_LORA_TOWERS)}")
+    bad = [t for t in lo.targets if t not in _LORA_TARGETS]
+    if bad or not lo.targets:
+        raise ValueError(f"lora.targets={list(lo.targets)!r}: a non-empty list of {', '.join(_LORA_TARGETS)}")
+    if isinstance(lo.rank, bool) or not isinstance(lo.rank, int) or lo.rank < 1:
+        raise ValueError(f"lora.rank={lo.rank!r}: an integer >= 1")
+    if not lo.alpha > 0:
+        raise ValueError(f"lora.alpha={lo.alpha}: must be > 0")
+    if not 0.0 <= lo.dropout < 1.0:
+        raise ValueError(f"lora.dropout={lo.dropout}: must be in [0, 1)")
+    if lo.init not in _LORA_INITS:
+        raise ValueError(f"lora.init={lo.init!r}: choose one of {', '.join(_LORA_INITS)}")
+    if lo.enabled:
+        locked = [t for t in lo.towers if getattr(c.lock, t, False)]
+        if locked:
+            raise ValueError(f"lora.towers includes {locked} but lock.{locked[0]} is true: a locked tower is not "
+                             f"trained at all; unlock it (LoRA then freezes its base weights) or drop it "
+                             f"from lora.towers")
 
 
 def _coerce(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -190,6 +247,8 @@ def _coerce(cls: type, data: Mapping[str, Any], where: str) -> Any:
         hint = str(known[key].type)
         if isinstance(value, list):
             value = tuple(value)
+        elif isinstance(value, str) and hint.startswith("tuple[str"):
+            value = (value,)  # `--set lora.towers=image` means [image]
         elif "float" in hint and isinstance(value, (int, str)) and not isinstance(value, bool):
             try:
                 value = float(value)  # YAML reads 1e-4 (no dot) as a string

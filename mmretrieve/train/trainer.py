@@ -2,8 +2,9 @@
 
 Each optimiser step draws one batch per task (text-image, text-video, text-audio) and sums their
 symmetric InfoNCE losses. Towers can be locked (LanguageBind: freeze the text tower and train the
-other modality's tower, projection and temporal head); pretrained CLIP weights get a lower learning
-rate than new modules (CLIP4Clip). AMP (bf16/fp16), gradient accumulation (each micro-batch is its
+other modality's tower, projection and temporal head) or adapted with LoRA (``lora.py``: frozen base
+weights, trained low-rank adapters); pretrained CLIP weights get a lower learning rate than new
+modules (CLIP4Clip). AMP (bf16/fp16), gradient accumulation (each micro-batch is its
 own contrastive problem), gradient checkpointing, DDP through torchrun with features gathered with
 gradient, and checkpoints that resume exactly.
 """
@@ -28,6 +29,7 @@ from .checkpoint import copy_checkpoint, latest_checkpoint, load_checkpoint, sav
 from .config import TrainConfig, config_to_dict
 from .data import MediaDecoder, TaskStream, load_pairs
 from .distributed import DistInfo, average_gradients, barrier, gather_objects, gather_with_grad, init_distributed
+from .lora import add_lora, has_lora, is_lora_parameter, lora_base_keys, lora_cached, merged_state_dict
 from .loss import LogitScale, contrastive_loss, positives_matrix
 
 __all__ = ["TrainResult", "Trainer", "train", "parameter_groups", "apply_locks", "export_weights"]
@@ -58,32 +60,48 @@ def _tower(name: str) -> str:
     return "other"
 
 
+# The output projection of each tower: still trained under LoRA when ``lora.train_projection``.
+_PROJECTIONS = {"image": ("clip.visual.proj",), "text": ("clip.text_projection", "clip.text_projection.weight",
+                                                         "clip.text_projection.bias"),
+                "audio": ("audio.proj",)}
+
+
 def apply_locks(encoder, config: TrainConfig) -> dict[str, int]:
-    """Set ``requires_grad`` per tower from the locks and the tasks; returns trainable counts per tower."""
+    """Set ``requires_grad`` per tower from the locks, the LoRA settings and the tasks; returns
+    trainable counts per tower (LoRA adapters counted apart, as ``<tower>_lora``)."""
     tasks = set(config.data.tasks)
-    lock = config.lock
+    lock, lora = config.lock, config.lora
+    lora_towers = set(lora.towers) if lora.enabled else set()
+    used = {"text": True, "image": bool(tasks & {"image", "video"}), "audio": "audio" in tasks,
+            "video_head": "video" in tasks, "clip_scale": False, "other": True}
     trainable: dict[str, int] = {}
     for name, p in encoder.named_parameters():
         tower = _tower(name)
-        on = {
-            "text": not lock.text,
-            "image": not lock.image and bool(tasks & {"image", "video"}),
-            "audio": "audio" in tasks,
-            "video_head": "video" in tasks,
-            "clip_scale": False,  # the trainer owns its own temperature
-            "other": True,
-        }[tower]
+        key = tower
+        if is_lora_parameter(name):
+            on, key = used[tower] and tower in lora_towers, f"{tower}_lora"
+        elif tower in lora_towers:  # LoRA'd tower: base frozen, projection as configured
+            on = used[tower] and lora.train_projection and name in _PROJECTIONS.get(tower, ())
+        else:
+            on = {
+                "text": not lock.text,
+                "image": not lock.image and used["image"],
+                "audio": used["audio"],
+                "video_head": used["video_head"],
+                "clip_scale": False,  # the trainer owns its own temperature
+                "other": True,
+            }[tower]
         if lock.token_embedding and name == "clip.token_embedding.weight":
             on = False
         p.requires_grad_(on)
         if on:
-            trainable[tower] = trainable.get(tower, 0) + p.numel()
+            trainable[key] = trainable.get(key, 0) + p.numel()
     return trainable
 
 
 def parameter_groups(encoder, logit_scale: torch.nn.Module, config: TrainConfig) -> list[dict]:
-    """AdamW groups: pretrained vs new modules (different LR), decayed vs not (biases, norms,
-    embeddings, temperature: no weight decay)."""
+    """AdamW groups: pretrained vs new modules (different LR; LoRA adapters are new), decayed vs not
+    (biases, norms, embeddings, temperature: no weight decay)."""
     o = config.optim
     lr_pre = o.lr if o.lr_pretrained is None else o.lr_pretrained
     pretrained_clip = not getattr(encoder, "random_weights", False)
@@ -93,6 +111,8 @@ def parameter_groups(encoder, logit_scale: torch.nn.Module, config: TrainConfig)
             continue
         tower = _tower(name)
         pre = (tower in ("text", "image") and pretrained_clip) or (tower == "audio" and config.lock.audio_from_pretrained)
+        if is_lora_parameter(name):
+            pre = False
         decay = p.ndim >= 2 and "embedding" not in name and "position" not in name
         groups.setdefault((pre, decay), []).append(p)
     out = []
@@ -147,6 +167,16 @@ class Trainer:
                 preset = _replace(preset, weights=None)
             encoder = create_encoder(preset, device=str(device), pretrained=m.pretrained, weights=m.weights,
                                      video_head=m.video_head)
+        lo = config.lora
+        if lo.enabled and not has_lora(encoder):
+            add_lora(encoder, towers=lo.towers, targets=lo.targets, rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout,
+                     init=lo.init, seed=run.seed, freeze=False)
+        elif has_lora(encoder):
+            adapted = sorted({_tower(k) for k in lora_base_keys(encoder)})
+            if not lo.enabled or adapted != sorted(lo.towers):
+                raise ValueError(f"the encoder has LoRA adapters on {adapted} but the config says lora.enabled="
+                                 f"{lo.enabled}, lora.towers={list(lo.towers)} (merge them first with "
+                                 f"mmretrieve.train.merge_lora, or make the config match)")
         self.encoder = encoder
         self.encoder.train()
         self.trainable = apply_locks(self.encoder, config)
@@ -211,12 +241,13 @@ class Trainer:
         per_task = {t: 0.0 for t in self.streams}
         for k in range(o.grad_accum):
             micro = self.step * o.grad_accum + k
-            losses = [self.task_loss(t, micro) for t in self.streams]
-            loss = torch.stack(losses).mean() / o.grad_accum
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-            else:
-                loss.backward()
+            with lora_cached(self.encoder):  # each LoRA'd weight computed once per micro-step
+                losses = [self.task_loss(t, micro) for t in self.streams]
+                loss = torch.stack(losses).mean() / o.grad_accum
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
             for t, l in zip(self.streams, losses):
                 per_task[t] += float(l.detach()) / o.grad_accum
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -248,15 +279,17 @@ class Trainer:
         self.encoder.eval()
         out = {}
         try:
-            for task, pairs in self.val_pairs.items():
-                if len(pairs) < 2:
-                    continue
-                if self.config.data.kind == "synthetic":
-                    out[task] = evaluate_synthetic(self.encoder, pairs.samples, num_frames=self.config.data.num_frames,
-                                                   cache=self._val_cache)
-                else:
-                    out[task] = evaluate_samples(self.encoder, pairs.samples, num_frames=self.config.data.num_frames,
-                                                 cache=self._val_cache if self.config.data.cache else None)
+            with torch.no_grad(), lora_cached(self.encoder):  # each LoRA'd weight computed once
+                frames = self.config.data.num_frames
+                for task, pairs in self.val_pairs.items():
+                    if len(pairs) < 2:
+                        continue
+                    if self.config.data.kind == "synthetic":
+                        out[task] = evaluate_synthetic(self.encoder, pairs.samples, num_frames=frames,
+                                                       cache=self._val_cache)
+                    else:
+                        out[task] = evaluate_samples(self.encoder, pairs.samples, num_frames=frames,
+                                                     cache=self._val_cache if self.config.data.cache else None)
         finally:
             self.encoder.train()
         return out
@@ -281,7 +314,8 @@ class Trainer:
             on_step: Callable[[dict], None] | None = None) -> TrainResult:
         """Train to ``total_steps``. ``resume=True`` continues from ``run.out``'s latest checkpoint when
         there is one (a path resumes from that checkpoint). ``stop_after`` ends after that step with a
-        checkpoint (used to simulate a killed run)."""
+        checkpoint (used to simulate a killed run). With LoRA the returned encoder keeps its adapters
+        (``merge_lora(result.encoder)`` folds them in); checkpoints and the export are merged."""
         run = self.config.run
         out = run.out
         if out is not None and self.dist.is_main:
@@ -347,18 +381,20 @@ class Trainer:
 
 def export_weights(encoder, path: str) -> str:
     """Write the encoder's weights (``save_weights`` format) without the frozen tensors a
-    random-weight preset regenerates from its seed; loadable with ``create_encoder(..., weights=path)``."""
+    random-weight preset regenerates from its seed; loadable with ``create_encoder(..., weights=path)``.
+    LoRA deltas are merged into their base weights (original keys, no adapter tensors)."""
     from mmretrieve.models.weights import save_safetensors
+
+    from .checkpoint import encoder_weights_meta
 
     skip = set()
     if getattr(encoder, "random_weights", False):
+        # a LoRA'd base shows up as "...parametrizations.W.original": never skipped, its merged W is new
         skip = {n for n, p in encoder.named_parameters() if not p.requires_grad and n.startswith("clip.")
                 and n != "clip.logit_scale"}
-    state = {k: v for k, v in encoder.state_dict().items() if k not in skip}
-    meta = {"format": "mmretrieve-encoder-weights/1", "preset": encoder.preset.name,
-            "video_head": encoder.video_head_name, "dim": str(encoder.dim)}
+    state = {k: v for k, v in merged_state_dict(encoder).items() if k not in skip}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_safetensors(path, state, meta)
+    save_safetensors(path, state, encoder_weights_meta(encoder))
     return path
 
 
