@@ -22,6 +22,8 @@ import tempfile
 import time
 import traceback
 
+from mmretrieve.testing import peak_rss_mb
+
 
 def _printable(path: str) -> str:
     """How mmretrieve prints and reports a path (undecodable bytes as \\xNN)."""
@@ -167,7 +169,7 @@ def run_cli(corpus, index_dir: str, args) -> dict:
 def run_inprocess(corpus, args) -> dict:
     import mmretrieve as mmr
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss_before = peak_rss_mb()
     t0 = time.perf_counter()
     crash = ""
     indexed: set[str] = set()
@@ -197,7 +199,7 @@ def run_inprocess(corpus, args) -> dict:
     wall = time.perf_counter() - t0
     res = classify(corpus, indexed, failed)
     res.update({"crashes": int(bool(crash)), "wall_s": round(wall, 2),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
                 "rss_before_mb": round(rss_before, 1), "entries": entries, "crash": crash,
                 "decoder_stderr_lines": noise_text.count("\n"),
                 "traceback_in_stderr": "Traceback" in noise_text})

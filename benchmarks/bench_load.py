@@ -19,7 +19,6 @@ import math
 import multiprocessing as mp
 import os
 import queue as queue_mod
-import resource
 import shutil
 import sys
 import tempfile
@@ -72,7 +71,9 @@ def build_index(path: str, n: int, dim: int, factory: str, seed: int) -> float:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    from mmretrieve.testing import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def _check_hits(hits, k: int, modality, where) -> str | None:

@@ -30,7 +30,7 @@ def make_clip(path: str, seconds: float, fps: int, gop: int) -> None:
             f[300:460, x : x + 160] = (220, 40, 40)
             yield f
 
-    write_video(path, frames(), fps, gop=gop)
+    write_video(path, frames(), fps, gop=gop, threads=None)
 
 
 def timed(fn, repeat: int = 3) -> float:

@@ -125,6 +125,25 @@ def _duration_from_times(times: np.ndarray, fps: float) -> float:
     return float(times[-1] + step) if step > 0 else float(times[-1]) or 1e-3
 
 
+def _declared_frames(path: str) -> int:
+    """The frame count the container's header declares (0 when it declares none or can't be read)."""
+    try:
+        import av
+
+        with av.open(path) as container:
+            return int(container.streams.video[0].frames or 0) if container.streams.video else 0
+    except Exception:
+        return 0
+
+
+def _check_frame_count(path: str, declared: int, found: int) -> None:
+    """A file holding under half the frames its header declares lost its tail (a cut AVI loses its
+    index, and the demuxer then pairs timestamps with the wrong frames): refuse it."""
+    if declared > 0 and found * 2 < declared and declared - found >= 2:
+        raise MediaError(path, f"truncated or damaged: the header declares {declared} frames, "
+                               f"the file holds {found}")
+
+
 # --------------------------------------------------------------------------- backends
 
 
@@ -217,6 +236,7 @@ class _PyAVReader(_Reader):
             # a damaged tail: keep the packets read so far
         if not pts:
             raise MediaError(path, "video stream has zero frames")
+        _check_frame_count(path, int(stream.frames or 0), len(pts))
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
         if any(p is None for p in pts):
@@ -362,6 +382,7 @@ class _DecordReader(_Reader):
         n = len(self.vr)
         if n == 0:
             raise MediaError(path, "video stream has zero frames")
+        _check_frame_count(path, _declared_frames(path), n)
         ts = np.asarray(self.vr.get_frame_timestamp(np.arange(n)), dtype=np.float64)[:, 0]
         fps = float(self.vr.get_avg_fps() or 0.0)
         if np.any(ts < 0) and math.isfinite(fps) and fps > 0:

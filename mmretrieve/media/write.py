@@ -31,11 +31,14 @@ def write_video(
     gop: int | None = None,
     pts_seconds: Iterable[float] | None = None,
     crf: int = 23,
+    threads: int | None = 1,
 ) -> str:
     """Encode RGB uint8 frames (T, H, W, 3) to a video file; the codec follows the extension.
 
     ``pts_seconds`` gives each frame its own presentation time (variable frame rate);
-    ``gop`` sets the keyframe interval in frames.
+    ``gop`` sets the keyframe interval in frames. ``threads=1`` (default) makes the bytes a pure
+    function of the frames (multi-threaded x264 output varies from run to run); ``None`` lets the
+    encoder pick its thread count, faster for large clips.
     """
     import av
 
@@ -58,10 +61,14 @@ def write_video(
             stream.codec_context.time_base = Fraction(1, 1000)
         if gop is not None:
             stream.codec_context.gop_size = gop
+        if threads is not None:
+            stream.codec_context.thread_count = int(threads)
         if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": "veryfast"}
+            stream.options = {"crf": str(crf), "preset": "veryfast", **({"threads": str(threads)} if threads else {})}
         for i, frame in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, dtype=np.uint8), format="rgb24")
+            # convert here: left to the encoder, the RGB -> YUV conversion varied from run to run
+            vf = vf.reformat(format=pix_fmt)
             if times is not None:
                 vf.pts = int(round(times[i] * 1000))
                 vf.time_base = Fraction(1, 1000)

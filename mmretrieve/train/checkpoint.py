@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmretrieve.models.weights import torch_load_tensors
+
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "CheckpointState", "copy_checkpoint",
            "encoder_weights_meta"]
 
@@ -177,7 +179,7 @@ def load_checkpoint(path: str, encoder, logit_scale: torch.nn.Module, optimizer,
     tensors, _ = load_safetensors(os.path.join(path, "trainer.safetensors"))
     with torch.no_grad():
         logit_scale.log_scale.copy_(tensors["logit_scale.log_scale"])
-    opt_state = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=True)
+    opt_state = torch_load_tensors(os.path.join(path, "optimizer.pt"))  # never unpickles objects
     optimizer.load_state_dict(opt_state)
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):

@@ -387,12 +387,21 @@ def export_weights(encoder, path: str) -> str:
 
     from .checkpoint import encoder_weights_meta
 
-    skip = set()
+    state = merged_state_dict(encoder)
     if getattr(encoder, "random_weights", False):
         # a LoRA'd base shows up as "...parametrizations.W.original": never skipped, its merged W is new
-        skip = {n for n, p in encoder.named_parameters() if not p.requires_grad and n.startswith("clip.")
-                and n != "clip.logit_scale"}
-    state = {k: v for k, v in merged_state_dict(encoder).items() if k not in skip}
+        frozen = {n for n, p in encoder.named_parameters() if not p.requires_grad and n.startswith("clip.")
+                  and n != "clip.logit_scale"}
+        if frozen:
+            # left out only where the value is still the seeded one (a frozen tensor may come from a weights file)
+            from dataclasses import replace as _replace
+
+            from mmretrieve.models import create_encoder
+
+            seeded = create_encoder(_replace(encoder.preset, weights=None), device="cpu").state_dict()
+            skip = {n for n in frozen if n in seeded and n in state
+                    and torch.equal(seeded[n], state[n].detach().to("cpu"))}
+            state = {k: v for k, v in state.items() if k not in skip}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_safetensors(path, state, encoder_weights_meta(encoder))
     return path

@@ -24,13 +24,14 @@ def hostile(tmp_path_factory):
 
 
 _IN_PROCESS = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import mmretrieve as mmr
+    from mmretrieve.testing import peak_rss_mb
     r = mmr.Retriever.create(sys.argv[2], num_workers=0, batch_size=8)
     rep = r.add(sys.argv[1], progress=False)
     hits = r.search("a red square", k=3)
     print(json.dumps({"added": rep.added, "failed": rep.failed, "entries": len(r), "hits": len(hits),
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "maxrss_mb": peak_rss_mb()}))
 """)
 
 
