@@ -131,6 +131,16 @@ class _FrozenDict(dict):
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(json.dumps(self, sort_keys=True))
 
+    # immutable, so copies may share it (copy/deepcopy/pickle would otherwise call the blocked setters)
+    def __copy__(self) -> "_FrozenDict":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "_FrozenDict":
+        return self
+
+    def __reduce__(self):
+        return (_FrozenDict, (dict(self),))
+
 
 def _freeze(value: Any) -> Any:
     if isinstance(value, Mapping):

@@ -86,3 +86,19 @@ def test_audio_front_end_of_every_preset_is_clean(name):
         warnings.simplefilter("error")
         mel = AudioFrontend(a)(np.zeros(a.sample_rate, np.float32))
     assert mel.shape == (1, a.n_mels, a.target_frames)
+
+
+def test_presets_and_encoders_copy_and_pickle():
+    import copy
+    import pickle
+
+    import torch
+
+    from mmretrieve.models import create_encoder
+
+    p = get_preset("tiny-random")
+    assert copy.deepcopy(p) == p and pickle.loads(pickle.dumps(p)) == p
+    e = create_encoder("tiny-random", device="cpu")
+    f = copy.deepcopy(e)
+    with torch.no_grad():
+        assert torch.equal(e.encode_text(["a red square"]), f.encode_text(["a red square"]))
