@@ -46,7 +46,12 @@ class AddReport:
 
 def default_video_sampling(encoder) -> VideoSampling:
     """The frame sampling and window the encoder's preset asks for."""
-    spec = encoder.preset.video
+    return preset_video_sampling(encoder.preset)
+
+
+def preset_video_sampling(preset) -> VideoSampling:
+    """The frame sampling and window a preset asks for."""
+    spec = preset.video
     return VideoSampling(num_frames=spec.num_frames, fps=spec.fps, window=spec.window, max_frames=spec.max_frames)
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mmretrieve.cli import main
@@ -83,3 +84,26 @@ def test_module_entry_point_runs(tmp_path):
     env = dict(os.environ)
     out = subprocess.run([sys.executable, "-m", "mmretrieve", "--help"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and "index" in out.stdout and "search" in out.stdout
+
+
+def test_new_index_sampling_options_are_recorded(tmp_path, capsys):
+    from mmretrieve.media.write import write_audio, write_video
+
+    media = tmp_path / "m"
+    media.mkdir()
+    frames = (np.arange(40)[:, None, None, None] * 6 + np.zeros((1, 32, 32, 3))).astype(np.uint8)
+    write_video(media / "clip.mp4", frames, 10.0)  # 4 s
+    write_audio(media / "tone.wav", np.sin(np.arange(3 * 16000) / 9.0).astype(np.float32) * 0.3, 16000)  # 3 s
+    index = str(tmp_path / "idx")
+    code, out, err = run(capsys, "index", str(media), "--index", index, "--preset", TINY, "--workers", "0",
+                         "--no-progress", "--frames", "3", "--window", "2", "--audio-window", "0",
+                         "--keyframe-snap", "--video-head", "transformer")
+    assert code == 0, err
+    assert "video 2, audio 1" in out  # two 2-s video windows, the whole recording as one audio entry
+    code, out, err = run(capsys, "info", index, "--json")
+    info = json.loads(out)
+    assert info["video_head"] == "transformer" and info["audio_window"] is None
+    assert info["video_sampling"]["num_frames"] == 3 and info["video_sampling"]["window"] == 2.0
+    assert info["video_sampling"]["keyframe_snap"] is True
+    code, out, err = run(capsys, "index", str(media), "--index", index, "--frames", "4", "--no-progress")
+    assert code == 2 and "--frames: only for a new index" in err

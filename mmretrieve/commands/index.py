@@ -16,6 +16,15 @@ def register(sub) -> None:
     add_pretrained(p)
     add_device(p)
     p.add_argument("--factory", default="Flat", help="faiss factory string for a new index (default: %(default)s)")
+    new = p.add_argument_group("a new index's embedding (recorded in the index; defaults from the preset)")
+    new.add_argument("--video-head", choices=("mean", "transformer"), help="temporal head over frame vectors")
+    new.add_argument("--frames", type=int, metavar="N", help="frames sampled uniformly per video window")
+    new.add_argument("--fps", type=float, help="sample frames at this rate instead of --frames")
+    new.add_argument("--window", type=float, metavar="SECONDS", help="video window length (0: one entry per video)")
+    new.add_argument("--audio-window", type=float, metavar="SECONDS", help="audio window length (0: one entry per file)")
+    new.add_argument("--keyframe-snap", action="store_true",
+                     help="take the keyframe nearest each sampling time (much faster on long GOPs, less exact)")
+    new.add_argument("--video-backend", choices=("auto", "decord", "pyav"), help="frame decoder (default: auto)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: auto)")
     p.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="user metadata stored with every added file")
@@ -27,7 +36,11 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..retriever import Retriever
 
+    chosen = [f"--{name.replace('_', '-')}" for name in _NEW_INDEX_OPTIONS if getattr(args, name) not in (None, False)]
     if os.path.exists(args.index):
+        if chosen:
+            raise ValueError(f"{' '.join(chosen)}: only for a new index; {args.index} already records its sampling "
+                             f"(see `mmretrieve info {args.index}`)")
         r = Retriever.load(args.index, device=args.device, pretrained=args.pretrained, batch_size=args.batch_size, num_workers=args.workers)
     else:
         r = Retriever.create(
@@ -36,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
             factory=args.factory,
             device=args.device,
             pretrained=args.pretrained,
+            video_head=args.video_head,
             batch_size=args.batch_size,
             num_workers=args.workers,
+            **_sampling(args),
         )
     with r:
         report = r.add(list(args.inputs), metadata=parse_where(args.metadata), progress=not args.no_progress)
@@ -49,3 +64,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(report.failed)} file(s) skipped; see the reasons above", file=sys.stderr)
         return 1 if args.strict else 0
     return 0
+
+
+_NEW_INDEX_OPTIONS = ("video_head", "frames", "fps", "window", "audio_window", "keyframe_snap", "video_backend")
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    """Retriever.create keyword arguments for the sampling options given (the preset's otherwise)."""
+    from dataclasses import replace
+
+    from ..models import get_preset
+    from ..retriever import preset_video_sampling
+
+    out: dict = {}
+    changes = {"num_frames": args.frames, "fps": args.fps, "backend": args.video_backend,
+               "keyframe_snap": True if args.keyframe_snap else None,
+               "window": None if args.window is None else (args.window or None)}
+    changes = {k: v for k, v in changes.items() if v is not None or (k == "window" and args.window is not None)}
+    if changes:
+        out["video"] = replace(preset_video_sampling(get_preset(args.preset)), **changes)
+    if args.audio_window is not None:
+        out["audio_window"] = args.audio_window or None
+    return out

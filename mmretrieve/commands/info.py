@@ -29,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"files:        {info['files']}")
     vs = info["video_sampling"]
     frames = f"{vs['fps']} fps" if vs.get("fps") else f"{vs['num_frames']} frames"
-    print(f"video:        {frames} per {vs['window'] or 'whole'}-s window, head {info['video_head']}")
-    print(f"audio:        {info['audio_window'] or 'whole'}-s windows, tower " + ("trained" if info["audio_trained"] else "UNTRAINED (random projection: audio results are not meaningful)"))
+    window = f"{vs['window']:g}-s window" if vs.get("window") else "video (one entry per file)"
+    snap = ", keyframe-snapped" if vs.get("keyframe_snap") else ""
+    print(f"video:        {frames} per {window}{snap}, head {info['video_head']}")
+    a_window = f"{info['audio_window']:g}-s windows" if info["audio_window"] else "one entry per file"
+    tower = "trained" if info["audio_trained"] else "UNTRAINED (random projection: audio results are not meaningful)"
+    print(f"audio:        {a_window}, tower {tower}")
     return 0
