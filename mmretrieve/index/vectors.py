@@ -27,6 +27,7 @@ __all__ = ["IndexTrainingError", "make_faiss_index", "validate_factory", "train_
 MAGIC = b"MMRFAISS\x01\n"
 _MAX_HEADER = 1 << 16
 TRAIN_SAMPLE = 262_144
+_BLOCK = 1 << 22  # bytes per read when hashing and parsing a cache file
 
 
 class IndexTrainingError(MMRError, ValueError):
@@ -104,15 +105,21 @@ def read_cache(path: str, *, dim: int, factory: str) -> tuple[faiss.IndexIDMap2,
             if size_left != nbytes:
                 raise IndexCorruptError(
                     f"{path}: {size_left} payload bytes, header says {nbytes} (truncated or appended); {hint}")
-            payload = np.frombuffer(f.read(nbytes), dtype=np.uint8)
+            # checksum first (streamed), then faiss reads the same open file: memory stays near the
+            # index's own size instead of file bytes + a parse copy + the index
+            start = f.tell()
+            digest = hashlib.sha256()
+            for block in iter(lambda: f.read(_BLOCK), b""):
+                digest.update(block)
+            if digest.hexdigest() != header.get("sha256"):
+                raise IndexCorruptError(f"{path}: checksum mismatch (file altered or damaged); {hint}")
+            f.seek(start)
+            try:
+                index = faiss.read_index(faiss.PyCallbackIOReader(f.read, _BLOCK))
+            except RuntimeError as exc:
+                raise IndexCorruptError(f"{path}: faiss cannot parse the cache ({str(exc)[:200]}); {hint}") from None
     except OSError as exc:
         raise IndexCorruptError(f"{path}: cannot read ({exc})") from None
-    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
-        raise IndexCorruptError(f"{path}: checksum mismatch (file altered or damaged); {hint}")
-    try:
-        index = faiss.deserialize_index(payload)
-    except RuntimeError as exc:
-        raise IndexCorruptError(f"{path}: faiss cannot parse the cache ({str(exc)[:200]}); {hint}") from None
     if not isinstance(index, faiss.IndexIDMap2) or index.d != dim or index.ntotal != header.get("ntotal"):
         raise IndexCorruptError(f"{path}: cache content does not match its header; {hint}")
     return index, header
