@@ -190,7 +190,10 @@ class MetadataStore:
         return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
     def generation(self) -> int:
-        return int(self.conn.execute("SELECT generation FROM state").fetchone()[0])
+        row = self.conn.execute("SELECT generation FROM state").fetchone()
+        if row is None or not isinstance(row[0], int):
+            raise IndexCorruptError(f"{self.location}: table state holds {row!r}, expected one integer generation")
+        return row[0]
 
     def count(self, sql_filter: tuple[str, list] | None = None) -> int:
         if sql_filter is None:

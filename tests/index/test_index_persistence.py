@@ -274,3 +274,15 @@ def test_hnsw_factory_survives_removal():
     ix.remove([ids[7]])  # HNSW cannot remove in place: the index rebuilds
     assert all(h.id != ids[7] for h in ix.search(vecs[7], k=10)[0])
     assert len(ix.search(vecs[7], k=5, modality="audio")[0]) == 5
+
+
+
+def test_damaged_generation_row_names_the_database(filled, tmp_path):
+    ix, _, _ = filled
+    ix.close()
+    conn = sqlite3.connect(str(tmp_path / "idx" / "meta.sqlite"))
+    conn.execute("UPDATE state SET generation = 'seven'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(IndexCorruptError, match="meta.sqlite: table state"):
+        UnifiedIndex.open(str(tmp_path / "idx"), readonly=True)
