@@ -169,14 +169,56 @@ def list_presets() -> list[str]:
     return sorted(p.name[: -len(".json")] for p in root.iterdir() if p.name.endswith(".json"))
 
 
+OPEN_CLIP_PREFIX = "open_clip:"
+
+
+def open_clip_preset(model: str, tag: str) -> Preset:
+    """A preset for any open_clip model name and pretrained tag (``open_clip.list_pretrained()``).
+
+    Video, audio and seed settings are those of the default preset; image size, mean/std and
+    QuickGELU come from open_clip's own records for that model and tag. Named
+    ``open_clip:MODEL/TAG``, which :func:`get_preset` and every ``--preset`` accept.
+    """
+    import open_clip
+
+    cfg = open_clip.get_model_config(model)
+    if cfg is None:
+        raise ValueError(f"preset: {model!r} is not an open_clip model name (see open_clip.list_models())")
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if tag not in tags:
+        raise ValueError(f"preset: open_clip has no pretrained tag {tag!r} for {model}; "
+                         f"its tags: {', '.join(tags) or 'none'}")
+    pcfg = open_clip.get_pretrained_cfg(model, tag) or {}
+    size = cfg.get("vision_cfg", {}).get("image_size", 224)
+    data = json.loads(_presets_dir().joinpath("clip-vit-b32.json").read_text(encoding="utf-8"))
+    hub = (pcfg.get("hf_hub") or "").strip("/")
+    data.update({
+        "name": f"{OPEN_CLIP_PREFIX}{model}/{tag}",
+        "description": f"open_clip {model} with the {tag!r} weights; video and audio as the default preset.",
+        "clip": {"model": model, "pretrained": tag, "quick_gelu": bool(pcfg.get("quick_gelu", False))},
+        "image_size": int(size[0] if isinstance(size, (list, tuple)) else size),
+        "mean": list(pcfg.get("mean", data["mean"])),
+        "std": list(pcfg.get("std", data["std"])),
+        "licence": "see the weights' source",
+        "source": f"https://huggingface.co/{hub}" if hub else (pcfg.get("url") or ""),
+    })
+    return preset_from_dict(data, f"preset {data['name']!r}")
+
+
 def get_preset(name_or_path: str) -> Preset:
-    """A shipped preset by name, or a preset JSON file by path.
+    """A shipped preset by name, ``open_clip:MODEL/TAG`` for any open_clip model and pretrained
+    tag, or a preset JSON file by path.
 
     Raises ValueError listing the available presets for an unknown name.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"preset: expected a preset name or a JSON path, got {type(name_or_path).__name__}")
     text = os.fspath(name_or_path)
+    if text.startswith(OPEN_CLIP_PREFIX):
+        model, sep, tag = text[len(OPEN_CLIP_PREFIX):].partition("/")
+        if not sep or not model or not tag:
+            raise ValueError(f"preset {text!r}: write open_clip:MODEL/TAG, e.g. open_clip:ViT-B-16/laion2b_s34b_b88k")
+        return open_clip_preset(model, tag)
     if text.endswith(".json") and os.path.isfile(text):
         with open(text, encoding="utf-8") as f:
             try:
@@ -186,7 +228,8 @@ def get_preset(name_or_path: str) -> Preset:
         return preset_from_dict(data, text)
     names = list_presets()
     if text not in names:
-        raise ValueError(f"preset: unknown preset {text!r}; available: {', '.join(names)} (or a path to a preset .json file)")
+        raise ValueError(f"preset: unknown preset {text!r}; available: {', '.join(names)}, "
+                         f"open_clip:MODEL/TAG for any open_clip model, or a path to a preset .json file")
     data = json.loads(_presets_dir().joinpath(f"{text}.json").read_text(encoding="utf-8"))
     preset = preset_from_dict(data, f"preset {text!r}")
     if preset.name != text:

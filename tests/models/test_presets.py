@@ -66,6 +66,11 @@ def test_every_card_resolves_and_every_preset_has_a_card():
     for card in cards:
         name = _card_preset(card.read_text(encoding="utf-8"))
         assert name is not None, f"{card} does not say 'Preset: `name`'"
+        if name == "open_clip:MODEL/TAG":  # the card of the generic preset: its examples must resolve
+            examples = re.findall(r"`(open_clip:[^`/]+/[^`]+)`", card.read_text(encoding="utf-8"))
+            assert examples and card.stem == "open_clip"
+            assert all(get_preset(e).name == e for e in examples)
+            continue
         assert get_preset(name).name == name == card.stem
         named[name] = card
     assert set(list_presets()) <= set(named), f"presets without a card: {set(list_presets()) - set(named)}"
@@ -102,3 +107,31 @@ def test_presets_and_encoders_copy_and_pickle():
     f = copy.deepcopy(e)
     with torch.no_grad():
         assert torch.equal(e.encode_text(["a red square"]), f.encode_text(["a red square"]))
+
+
+def test_any_open_clip_model_and_tag_is_a_preset():
+    p = get_preset("open_clip:ViT-L-14/openai")
+    assert p.name == "open_clip:ViT-L-14/openai"
+    assert (p.clip.model, p.clip.pretrained, p.clip.quick_gelu) == ("ViT-L-14", "openai", True)
+    assert p.image_size == 224 and p.video == get_preset("clip-vit-b32").video
+    siglip = get_preset("open_clip:ViT-B-16-SigLIP/webli")
+    assert siglip.mean == (0.5, 0.5, 0.5) and not siglip.clip.quick_gelu
+    with pytest.raises(ValueError, match="no pretrained tag 'nope' for ViT-B-16; its tags: .*laion2b_s34b_b88k"):
+        get_preset("open_clip:ViT-B-16/nope")
+    with pytest.raises(ValueError, match="not an open_clip model name"):
+        get_preset("open_clip:ViT-B-99/x")
+    with pytest.raises(ValueError, match="open_clip:MODEL/TAG"):
+        get_preset("open_clip:ViT-B-16")
+
+
+def test_open_clip_preset_builds_its_architecture_and_refuses_missing_weights(monkeypatch):
+    from mmretrieve.errors import WeightsUnavailableError
+    from mmretrieve.models import create_encoder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    p = get_preset("open_clip:ViT-B-32/laion2b_s34b_b79k")
+    with pytest.raises(WeightsUnavailableError, match="open_clip:ViT-B-32/laion2b_s34b_b79k"):
+        create_encoder(p, device="cpu")
+    random = replace(p, clip=replace(p.clip, pretrained=None))
+    enc = create_encoder(random, device="cpu")
+    assert enc.dim == 512 and enc.clip.visual.image_size[0] == 224
