@@ -10,6 +10,11 @@ member name up to the first dot of its base name (``dir/000123.jpg`` and ``dir/0
 
 Patterns use webdataset's brace notation (``shards-{0000..0099}.tar``, ``{train,val}.tar``), shell globs,
 or a list of those.
+
+Two ways in: :func:`read_shards` streams samples with their media bytes (any tar, also compressed);
+:func:`index_shards` reads only the tar headers and the caption members and records where each media
+member's bytes lie (``offset``/``size``), so a sample's media is read later with one seek - random
+access for training (``data.kind: shards``) without extracting anything. Indexing needs uncompressed tars.
 """
 from __future__ import annotations
 
@@ -22,27 +27,71 @@ import tarfile
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from mmretrieve.errors import MediaError
 from mmretrieve.modality import modality_of_path
 
-from .common import DatasetError, Sample
+from .common import Dataset, DatasetError, Sample
 
-__all__ = ["ShardSample", "ShardReader", "read_shards", "expand_pattern"]
+__all__ = ["ShardSample", "ShardReader", "read_shards", "index_shards", "expand_pattern"]
+
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"BZh", "bzip2", "bunzip2"),
+               (b"\xfd7zXZ\x00", "xz", "unxz"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"))
+_SKIP_HINT = "Pass skip_missing=True to skip such samples (they are listed in .skipped)."
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
 
 @dataclass(frozen=True)
 class ShardSample(Sample):
-    """A sample read from a shard. ``path`` is ``<shard>#<member>`` unless extracted to disk; ``data``
-    holds the media bytes (empty after extraction, when ``path`` is a real file)."""
+    """A sample read from a shard. ``path`` is ``<shard>#<member>`` unless extracted to disk (so errors
+    name the shard and the member). The media is found in one of three ways:
+
+    - ``data``: the bytes themselves (read_shards);
+    - ``offset``: where the member's bytes start in the (uncompressed) tar file ``shard`` (index_shards;
+      -1 otherwise) - ``size`` bytes read on demand with one seek;
+    - ``path`` is a real file (read_shards with ``extract_to``; ``data`` is then empty).
+    """
 
     data: bytes = b""
     shard: str = ""
     member: str = ""
+    offset: int = -1
+    size: int = 0  # the media member's size in bytes
+
+    @property
+    def ext(self) -> str:
+        """The media member's extension, lower case, without the dot (``jpg``, ``flac``)."""
+        return os.path.splitext(self.member or self.path)[1][1:].lower()
+
+    @property
+    def in_shard(self) -> bool:
+        """True when the media comes from the shard (bytes held or indexed), False for an extracted file."""
+        return bool(self.data) or self.offset >= 0
+
+    def read_bytes(self) -> bytes:
+        """The media bytes: held, read from the shard at ``offset`` (one seek), or the extracted file's.
+
+        A shard that is gone or shorter than indexed raises MediaError naming ``<shard>#<member>``.
+        """
+        if self.data:
+            return self.data
+        if self.offset < 0:
+            with open(self.path, "rb") as f:
+                return f.read()
+        try:
+            with open(self.shard, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(self.size)
+        except OSError as e:
+            raise MediaError(self.path, f"cannot read the member from its shard: {e}") from None
+        if len(data) != self.size:
+            raise MediaError(self.path, f"truncated shard: the member has {len(data)} of its {self.size} bytes "
+                                        f"(the shard changed since it was indexed?)")
+        return data
 
     def open(self) -> io.BufferedIOBase:
         """A binary file object over the media (the bytes in memory, or the extracted file)."""
-        return io.BytesIO(self.data) if self.data else open(self.path, "rb")
+        return io.BytesIO(self.read_bytes()) if self.in_shard else open(self.path, "rb")
 
 
 def expand_pattern(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -84,10 +133,11 @@ def _split_member(name: str) -> tuple[str, str] | None:
 class ShardReader:
     """Iterable over the samples of shards; ``skipped`` lists (what, reason) for samples left out."""
 
-    def __init__(self, shards: list[str], *, skip_missing: bool, extract_to: str | None):
+    def __init__(self, shards: list[str], *, skip_missing: bool, extract_to: str | None, index: bool = False):
         self.shards = shards
         self.skip_missing = skip_missing
         self.extract_to = extract_to
+        self.index = index  # read headers and captions only; samples carry offset/size instead of data
         self.skipped: list[tuple[str, str]] = []
         self._stream: Iterator[ShardSample] | None = None
 
@@ -103,6 +153,9 @@ class ShardReader:
         return next(self._stream)
 
     def _read_shard(self, shard: str) -> Iterator[ShardSample]:
+        if self.index:
+            yield from self._index_shard(shard)
+            return
         try:
             tar = tarfile.open(shard, mode="r|*")  # streaming: members are read in order
         except (tarfile.TarError, OSError) as e:
@@ -136,22 +189,85 @@ class ShardReader:
             if sample is not None:
                 yield sample
 
+    def _index_shard(self, shard: str) -> Iterator[ShardSample]:
+        """Random-access pass: tar headers and caption members are read, media members only located."""
+        try:
+            size = os.path.getsize(shard)
+            tar = tarfile.open(shard, mode="r:")  # uncompressed only: members are read in place
+        except (tarfile.TarError, OSError) as e:
+            try:
+                with open(shard, "rb") as f:
+                    magic = f.read(6)
+            except OSError:
+                magic = b""
+            for prefix, kind, tool in _COMPRESSED:
+                if magic.startswith(prefix):
+                    self._problem(shard, f"{kind}-compressed tar: training reads each member in place at its "
+                                         f"offset, which needs an uncompressed tar (decompress it first, e.g. "
+                                         f"with {tool})")
+                    return
+            self._problem(shard, f"not a readable tar file ({e})")
+            return
+        key: str | None = None
+        group: dict[str, tuple[str, bytes, int, int]] = {}
+        with tar:
+            try:
+                while True:
+                    member = tar.next()
+                    if member is None:
+                        break
+                    if not member.isfile():
+                        continue
+                    split = _split_member(member.name)
+                    if split is None:
+                        continue
+                    k, ext = split
+                    if k != key and group:
+                        sample = self._make(shard, key, group)
+                        if sample is not None:
+                            yield sample
+                        group = {}
+                    key = k
+                    if member.offset_data + member.size > size:
+                        self._problem(f"{shard}#{k}", f"truncated: member {member.name} needs bytes up to "
+                                                      f"{member.offset_data + member.size}, the shard has {size}")
+                        return
+                    data = b""
+                    if ext in ("txt", "json"):
+                        f = tar.extractfile(member)
+                        data = f.read() if f is not None else b""
+                    group[ext] = (member.name, data, member.offset_data, member.size)
+                end = tar.offset
+            except (tarfile.TarError, OSError, EOFError) as e:
+                self._problem(shard, f"truncated or corrupt tar ({e})")
+                return
+            garbage = _nonzero_after(tar.fileobj, end)
+        if garbage is not None:
+            # tarfile ends an archive quietly at an unreadable header: don't lose the rest silently
+            self._problem(shard, f"corrupt tar: unreadable header at byte {end} (non-zero data at byte {garbage}); "
+                                 f"the members after it are not read")
+        if group:
+            sample = self._make(shard, key, group)
+            if sample is not None:
+                yield sample
+
     def _problem(self, what: str, reason: str) -> None:
         if not self.skip_missing:
-            raise DatasetError(f"shards {what}", [f"{what}: {reason}"],
-                               "Pass skip_missing=True to skip such samples (they are listed in .skipped).")
+            raise DatasetError(f"shards {what}", [f"{what}: {reason}"], _SKIP_HINT)
         self.skipped.append((what, reason))
 
-    def _make(self, shard: str, key: str, group: dict[str, tuple[str, bytes]]) -> ShardSample | None:
+    def _make(self, shard: str, key: str, group: dict[str, tuple]) -> ShardSample | None:
+        """A sample from one key's members: ext -> (name, bytes) streamed, or (name, bytes, offset, size)
+        indexed (bytes only for captions)."""
         where = f"{shard}#{key}"
         media = None
-        for ext, (name, data) in group.items():
+        for ext, entry in group.items():
             modality = modality_of_path("x." + ext.rsplit(".", 1)[-1])
             if modality is not None:
                 if media is not None:
-                    self._problem(where, f"more than one media member ({media[1]}, {name})")
+                    self._problem(where, f"more than one media member ({media[1]}, {entry[0]})")
                     return None
-                media = (modality, name, data)
+                media = (modality, *entry)
         captions: list[str] = []
         metadata: dict = {}
         if "txt" in group:
@@ -184,9 +300,13 @@ class ShardReader:
         if not captions:
             self._problem(where, "no caption (txt, or json caption/captions/text)")
             return None
-        modality, name, data = media
+        modality, name, data, *location = media
+        offset, size = location if location else (-1, len(data))
+        if size == 0:
+            self._problem(where, f"empty media member {name} (0 bytes)")
+            return None
         path = f"{shard}#{name}"
-        if self.extract_to is not None:
+        if self.extract_to is not None and not location:
             root = os.path.abspath(self.extract_to)
             path = os.path.abspath(os.path.join(root, name))
             if os.path.commonpath([root, path]) != root:
@@ -197,7 +317,21 @@ class ShardReader:
                 f.write(data)
             data = b""
         return ShardSample(path=path, modality=modality, captions=tuple(captions), item_id=key,
-                           metadata=metadata, data=data, shard=shard, member=name)
+                           metadata=metadata, data=data, shard=shard, member=name, offset=offset, size=size)
+
+
+def _nonzero_after(fileobj, offset: int, chunk: int = 1 << 16) -> int | None:
+    """Position of the first non-zero byte at or after ``offset`` (None: only the end-of-archive zeros)."""
+    fileobj.seek(offset)
+    pos = offset
+    while True:
+        block = fileobj.read(chunk)
+        if not block:
+            return None
+        stripped = block.lstrip(b"\0")
+        if stripped:
+            return pos + len(block) - len(stripped)
+        pos += len(block)
 
 
 def read_shards(
@@ -213,6 +347,15 @@ def read_shards(
     ``skip_missing`` are skipped and recorded in ``reader.skipped``. ``extract_to``: write each media
     member to this folder so ``sample.path`` is a real file (video/audio decoders want files).
     """
+    shards, _ = _shard_files(pattern)
+    out = None if extract_to is None else os.fspath(extract_to)
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+    return ShardReader(shards, skip_missing=skip_missing, extract_to=out)
+
+
+def _shard_files(pattern) -> tuple[list[str], str]:
+    """The shard files a pattern names, and a label; DatasetError lists every missing one."""
     shards = expand_pattern(pattern)
     label = os.fspath(pattern) if isinstance(pattern, (str, os.PathLike)) else f"{len(shards)} patterns"
     if not shards:
@@ -220,7 +363,33 @@ def read_shards(
     missing = [s for s in shards if not os.path.isfile(s)]
     if missing:
         raise DatasetError(f"shards {label}", [f"{s}: shard file not found" for s in missing])
-    out = None if extract_to is None else os.fspath(extract_to)
-    if out is not None:
-        os.makedirs(out, exist_ok=True)
-    return ShardReader(shards, skip_missing=skip_missing, extract_to=out)
+    return shards, label
+
+
+def index_shards(
+    pattern: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    skip_missing: bool = False,
+) -> Dataset:
+    """Index webdataset-style tar shards for random access, without reading (or extracting) media.
+
+    Each sample is a :class:`ShardSample` whose ``path`` is ``<shard>#<member>`` (the shard's absolute
+    path) and whose ``offset``/``size`` locate the media member's bytes in the tar
+    (``TarInfo.offset_data`` / ``.size``); ``sample.read_bytes()`` reads them with one seek. Only tar
+    headers and ``txt``/``json`` members are read. Shards must be uncompressed tars.
+
+    Problems are listed all at once like the other readers: missing shard files (always fatal);
+    compressed, truncated or corrupt shards, samples without media, with an unknown media extension,
+    with an empty media member, more than one media member, or without captions raise one DatasetError
+    naming every ``<shard>#<key>``; with ``skip_missing`` those are left out and listed in
+    ``Dataset.skipped``. Corrupt media *bytes* are only seen when decoded (MediaError naming
+    ``<shard>#<member>``).
+    """
+    shards, label = _shard_files(pattern)
+    reader = ShardReader([os.path.abspath(s) for s in shards], skip_missing=True, extract_to=None, index=True)
+    samples = tuple(reader)
+    if reader.skipped and not skip_missing:
+        raise DatasetError(f"shards {label}", [f"{what}: {reason}" for what, reason in reader.skipped],
+                           "Pass skip_missing=True (data.skip_missing: true) to leave these samples out; "
+                           "they are then listed in Dataset.skipped.")
+    return Dataset(name=f"shards {label}", split="shards", samples=samples, skipped=tuple(reader.skipped))

@@ -1,6 +1,7 @@
 """Audio decoding to mono float32 at a target rate, and deterministic fixed windows."""
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import numpy as np
 from ..errors import MediaError
 from .windows import fixed_windows
 
-__all__ = ["AudioClip", "load_audio", "audio_from_array", "audio_windows", "MAX_CHANNELS"]
+__all__ = ["AudioClip", "load_audio", "load_audio_bytes", "audio_from_array", "audio_windows", "MAX_CHANNELS"]
 
 MAX_CHANNELS = 64
 """2-D sample arrays are (num_samples, channels); more channels than this is taken as a transposed array."""
@@ -80,11 +81,26 @@ def _mono_resampled(samples: Any, sample_rate: Any, target_rate: Any, where: str
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def _check_riff_size(path: str) -> None:
-    """WAV/AIFF headers state the file's size; libsndfile silently reads a truncated file's remainder."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(12)
+class _NamedBytes(io.BytesIO):
+    """A file's bytes in memory that go by the file's name (soundfile and PyAV quote it in their errors)."""
+
+    def __init__(self, data: bytes, name: str | None):
+        super().__init__(data)
+        self.name = name if name is not None else "<in-memory input>"
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+def _check_riff_size(path: str | None, data: bytes | None = None) -> None:
+    """WAV/AIFF headers state the file's size; libsndfile silently reads a truncated file's remainder.
+    ``data``: the file's bytes when it is in memory (``path`` then only names it)."""
+    if data is not None:
+        size, head = len(data), data[:12]
+    else:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
     if len(head) < 12:
         return
     if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
@@ -97,28 +113,28 @@ def _check_riff_size(path: str) -> None:
         raise MediaError(path, f"truncated: header declares {declared + 8} bytes, file has {size}")
 
 
-def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
+def _read_soundfile(path: str | None, data: bytes | None = None) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    _check_riff_size(path)
+    _check_riff_size(path, data)
 
-    with sf.SoundFile(path) as f:
+    with sf.SoundFile(path if data is None else _NamedBytes(data, path)) as f:
         rate = f.samplerate
         declared = f.frames
         fmt = f.format
-        data = f.read(dtype="float32", always_2d=True)
+        samples = f.read(dtype="float32", always_2d=True)
     # compressed formats may only estimate their length: allow a small shortfall
     slack = 0 if fmt in ("WAV", "AIFF", "FLAC", "WAVEX") else int(0.01 * declared) + 4096
-    if declared > 0 and data.shape[0] < declared - slack:
-        raise MediaError(path, f"truncated: header declares {declared} samples, file holds {data.shape[0]}")
-    return data, rate
+    if declared > 0 and samples.shape[0] < declared - slack:
+        raise MediaError(path, f"truncated: header declares {declared} samples, file holds {samples.shape[0]}")
+    return samples, rate
 
 
-def _read_pyav(path: str) -> tuple[np.ndarray, int]:
+def _read_pyav(path: str | None, data: bytes | None = None) -> tuple[np.ndarray, int]:
     import av
 
     try:
-        container = av.open(path)
+        container = av.open(path if data is None else _NamedBytes(data, path))
     except Exception as e:
         raise MediaError(path, f"cannot open audio: {e}") from None
     with container:
@@ -158,17 +174,33 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         raise MediaError(path, "is a directory, not an audio file")
     if os.path.getsize(path) == 0:
         raise MediaError(path, "empty file (0 bytes)")
+    return _decode(path, None, sample_rate)
+
+
+def load_audio_bytes(data: bytes, sample_rate: int, name: str | None = None) -> np.ndarray:
+    """Decode an audio file held in memory (its bytes) exactly as :func:`load_audio` decodes the file.
+
+    Both libraries read from a file object (soundfile first, then PyAV); ``name`` only labels errors
+    (e.g. ``shard.tar#000123.flac``).
+    """
+    if not data:
+        raise MediaError(name, "empty file (0 bytes)")
+    return _decode(name, bytes(data), sample_rate)
+
+
+def _decode(path: str | None, data: bytes | None, sample_rate: int) -> np.ndarray:
+    """The decoding shared by load_audio (``data`` None: read ``path``) and load_audio_bytes."""
     _check_rate(sample_rate, None, "sample_rate")
     try:
-        data, rate = _read_soundfile(path)
+        samples, rate = _read_soundfile(path, data)
     except MediaError:
         raise
     except Exception as sf_error:
         try:
-            data, rate = _read_pyav(path)
+            samples, rate = _read_pyav(path, data)
         except MediaError as e:
             raise MediaError(path, f"{e.reason} (soundfile: {sf_error})") from None
-    return _mono_resampled(data, rate, sample_rate, path)
+    return _mono_resampled(samples, rate, sample_rate, path)
 
 
 def audio_from_array(samples: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:

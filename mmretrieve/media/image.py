@@ -1,16 +1,17 @@
 """Image decoding that survives real files: every PIL mode to RGB, EXIF rotation, bombs, truncation."""
 from __future__ import annotations
 
+import io
 import os
 import warnings
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import MediaError, UnsupportedMediaError
 
-__all__ = ["MAX_IMAGE_PIXELS", "load_image", "as_rgb_array", "to_rgb"]
+__all__ = ["MAX_IMAGE_PIXELS", "load_image", "load_image_bytes", "as_rgb_array", "to_rgb"]
 
 MAX_IMAGE_PIXELS: int = 89_478_485
 """Images with more pixels than this are refused before decoding (PIL's own default limit)."""
@@ -62,11 +63,26 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -
         raise MediaError(path, "is a directory, not an image file")
     if os.path.getsize(path) == 0:
         raise MediaError(path, "empty file (0 bytes)")
+    return _decode(path, path, max_pixels)
+
+
+def load_image_bytes(data: bytes, name: str | None = None, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode an image held in memory (a file's bytes) exactly as :func:`load_image` decodes the file.
+
+    ``name`` only labels errors (e.g. ``shard.tar#000123.jpg``); the checks are load_image's.
+    """
+    if not data:
+        raise MediaError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: str | IO[bytes], path: str | None, max_pixels: int) -> Image.Image:
+    """The decoding shared by load_image and load_image_bytes; errors name ``path``."""
     try:
         with warnings.catch_warnings():
             # PIL warns for big images; we apply our own limit just below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
     except Image.DecompressionBombError as e:
         raise MediaError(path, f"refused as a possible decompression bomb: {e}") from None
     except UnidentifiedImageError:

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 _AMP = ("none", "bf16", "fp16")
-_DATA_KINDS = ("synthetic", "manifest", "coco", "msrvtt", "clotho")
+_DATA_KINDS = ("synthetic", "manifest", "coco", "msrvtt", "clotho", "shards")
 _TASKS = ("image", "video", "audio")
 _LORA_TOWERS = ("image", "text", "audio")
 _LORA_TARGETS = ("attn", "q", "k", "v", "out", "mlp")
@@ -62,12 +62,23 @@ class DataConfig:
     """Where the (caption, media) pairs come from.
 
     kind: synthetic (generated under ``root`` with ``synthetic``'s sizes), manifest (``root`` is the
-        manifest file), coco / msrvtt / clotho (``root`` is the dataset folder; see datasets/*.md).
+        manifest file), coco / msrvtt / clotho (``root`` is the dataset folder; see datasets/*.md),
+        shards (``root`` is a pattern of webdataset-style tar shards, ``/data/shards-{0000..0099}.tar``, a
+        glob or a list; indexed once, media read in place by offset, nothing extracted; see
+        datasets/shards.md).
     tasks: the modalities paired with text (each a contrastive task on its own batch).
-    train_split / val_split: reader split names (ignored for synthetic and manifest).
-    val_fraction: held-out share for synthetic / manifest data (deterministic by seed).
+    train_split / val_split: reader split names (ignored for synthetic, manifest and shards).
+    val_root: shards only - a pattern of validation shards (no file may also be in ``root``); when
+        unset, a seeded ``val_fraction`` of each task's samples in ``root`` is held out.
+    val_fraction: held-out share for synthetic / manifest data, and for shards without ``val_root``
+        (deterministic by seed).
     num_frames: frames per training video (None = the preset's).
-    cache: keep preprocessed tensors in memory after the first epoch (small datasets).
+    cache: keep preprocessed tensors in memory after the first epoch (small datasets; every item is
+        decoded once before the first step - set it false for shard sets larger than memory).
+    skip_missing: leave out items the reader finds unusable (absent files; for shards: samples without
+        media or captions, unknown or empty media members, truncated shards) instead of failing; for
+        shards they are reported in a warning. Corrupt media bytes still fail when decoded, naming the file
+        (``<shard>#<member>`` for shards).
     """
 
     kind: str = "synthetic"
@@ -75,6 +86,7 @@ class DataConfig:
     tasks: tuple[str, ...] = _TASKS
     train_split: str | None = None
     val_split: str | None = None
+    val_root: str | None = None
     val_fraction: float = 0.25
     synthetic: Mapping[str, Any] = field(default_factory=dict)
     num_frames: int | None = None
@@ -193,6 +205,9 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"run.amp={c.run.amp!r}: choose one of {', '.join(_AMP)}")
     if c.data.kind not in _DATA_KINDS:
         raise ValueError(f"data.kind={c.data.kind!r}: choose one of {', '.join(_DATA_KINDS)}")
+    if c.data.val_root is not None and c.data.kind != "shards":
+        raise ValueError(f"data.val_root={c.data.val_root!r}: only used with data.kind=shards "
+                         f"(this run has data.kind={c.data.kind}; see data.val_split / data.val_fraction)")
     bad = [t for t in c.data.tasks if t not in _TASKS]
     if bad or not c.data.tasks:
         raise ValueError(f"data.tasks={list(c.data.tasks)!r}: a non-empty list of {', '.join(_TASKS)}")

@@ -7,18 +7,25 @@ uses at a step, and the order of items; both are drawn from generators seeded by
 ``(seed, task, step or cycle)``, so batch ``s`` is the same whether a run started at 0 or resumed
 at ``s`` — exact resume needs no sampler state. Under DDP each rank takes its slice of the global
 batch.
+
+Samples from tar shards (``data.kind: shards``) are decoded from their bytes, read with one seek into
+the shard, exactly as the same file on disk would be: images and audio from memory, videos through a
+temporary file holding only that member (the video backends take paths), deleted right after decoding.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import random
+import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from mmretrieve.data.common import Sample
+from mmretrieve.data.shards import ShardSample
 from mmretrieve.modality import Modality
 from mmretrieve.models.preprocess import pad_frames
 
@@ -63,23 +70,53 @@ class MediaDecoder:
 
     def __call__(self, sample: Sample) -> torch.Tensor:
         m = sample.modality
+        # a shard member (ShardSample.in_shard) is decoded from its bytes; errors name <shard>#<member>
+        member = sample.read_bytes() if isinstance(sample, ShardSample) and sample.in_shard else None
         if m is Modality.IMAGE:
-            from mmretrieve.media.image import load_image
+            from mmretrieve.media.image import load_image, load_image_bytes
 
-            return self.image(load_image(sample.path))
+            image = load_image(sample.path) if member is None else load_image_bytes(member, sample.path)
+            return self.image(image)
         if m is Modality.VIDEO:
             from mmretrieve.media.video import VideoSampling, sample_video
 
-            clip = sample_video(sample.path, VideoSampling(num_frames=self.num_frames, window=None,
-                                                           max_frames=max(64, self.num_frames)))[0]
+            sampling = VideoSampling(num_frames=self.num_frames, window=None, max_frames=max(64, self.num_frames))
+            if member is None:
+                clip = sample_video(sample.path, sampling)[0]
+            else:
+                clip = _sample_video_bytes(member, sample.path, sample.ext, sampling)[0]
             return self.image.frames(clip.frames)
         if m is Modality.AUDIO:
-            from mmretrieve.media.audio import audio_windows, load_audio
+            from mmretrieve.media.audio import audio_windows, load_audio, load_audio_bytes
 
-            samples = load_audio(sample.path, self.sample_rate)
+            if member is None:
+                samples = load_audio(sample.path, self.sample_rate)
+            else:
+                samples = load_audio_bytes(member, self.sample_rate, sample.path)
             first = audio_windows(samples, self.sample_rate, self.audio_window)[0]  # deterministic: first window
             return self.audio(first.samples)
         raise ValueError(f"{sample.path}: cannot train on modality {m.value}")
+
+
+def _sample_video_bytes(data: bytes, name: str, ext: str, sampling) -> list:
+    """sample_video over a video held in memory: written to a temporary file (named with the member's
+    extension, which some demuxers use) that is deleted as soon as the frames are decoded. Errors name
+    ``name`` (``<shard>#<member>``), not the temporary file."""
+    from mmretrieve.errors import MediaError
+    from mmretrieve.media.video import sample_video
+
+    if not data:
+        raise MediaError(name, "empty file (0 bytes)")
+    fd, tmp = tempfile.mkstemp(prefix="mmr-member-", suffix=f".{ext}" if ext else "")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            return sample_video(tmp, sampling)
+        except MediaError as e:
+            raise type(e)(name, e.reason.replace(tmp, name)) from None
+    finally:
+        os.unlink(tmp)
 
 
 def collate(modality: Modality, tensors: Sequence[torch.Tensor]) -> Any:
@@ -213,6 +250,8 @@ def load_pairs(data, seed: int = 0) -> tuple[dict[str, PairSet], dict[str, PairS
             a, b = _split([s for s in ds.samples if s.modality is m], data.val_fraction, seed)
             train += a
             val += b
+    elif kind == "shards":
+        train, val = _read_shards(data, tasks, seed)
     else:
         train, val = _read_official(data)
     out_train = {m.value: PairSet(m, tuple(s for s in train if s.modality is m)) for m in tasks}
@@ -236,3 +275,45 @@ def _read_official(data) -> tuple[list[Sample], list[Sample]]:
     train = reader(data.root, split=data.train_split or tr_split, skip_missing=data.skip_missing)
     val = reader(data.root, split=data.val_split or va_split, skip_missing=data.skip_missing)
     return list(train.samples), list(val.samples)
+
+
+def _read_shards(data, tasks: Sequence[Modality], seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Index ``data.root`` (and ``data.val_root``) shards; without val_root hold out a seeded
+    ``val_fraction`` of each task's samples, as for a manifest."""
+    from mmretrieve.data.shards import expand_pattern, index_shards
+
+    if not data.root:
+        raise ValueError("data.root: a pattern of tar shards is required for data.kind=shards "
+                         "(e.g. /data/shards-{0000..0099}.tar)")
+    if data.val_root:
+        both = sorted({os.path.abspath(p) for p in expand_pattern(data.root)}
+                      & {os.path.abspath(p) for p in expand_pattern(data.val_root)})
+        if both:
+            raise ValueError(f"data.val_root: {len(both)} shard(s) are also in data.root (e.g. {both[0]}); "
+                             f"validation shards must be held out of training")
+    ds = index_shards(data.root, skip_missing=data.skip_missing)
+    skipped = list(ds.skipped)
+    samples = [s for s in ds.samples if s.modality in tasks]
+    if data.val_root:
+        vds = index_shards(data.val_root, skip_missing=data.skip_missing)
+        skipped += vds.skipped
+        train, val = samples, [s for s in vds.samples if s.modality in tasks]
+    else:
+        train, val = [], []
+        for m in tasks:
+            a, b = _split([s for s in samples if s.modality is m], data.val_fraction, seed)
+            train += a
+            val += b
+    if skipped:
+        shown = "; ".join(f"{what}: {reason}" for what, reason in skipped[:5])
+        more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+        warnings.warn(f"data.skip_missing: left out {len(skipped)} unusable shard sample(s): {shown}{more}",
+                      stacklevel=3)
+    if data.cache and len(train) > _LARGE_CACHE:
+        warnings.warn(f"data.cache is true: all {len(train)} training samples are decoded before the first "
+                      f"step and kept in memory; set data.cache=false for shard sets larger than memory",
+                      stacklevel=3)
+    return train, val
+
+
+_LARGE_CACHE = 50_000
