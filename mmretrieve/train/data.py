@@ -246,6 +246,7 @@ def load_pairs(data, seed: int = 0) -> tuple[dict[str, PairSet], dict[str, PairS
         from mmretrieve.data.manifest import read_manifest
 
         ds = read_manifest(data.root, skip_missing=data.skip_missing)
+        _warn_skipped(ds.skipped, "manifest row")
         for m in tasks:
             a, b = _split([s for s in ds.samples if s.modality is m], data.val_fraction, seed)
             train += a
@@ -274,7 +275,16 @@ def _read_official(data) -> tuple[list[Sample], list[Sample]]:
     tr_split, va_split = _DEFAULT_SPLITS[data.kind]
     train = reader(data.root, split=data.train_split or tr_split, skip_missing=data.skip_missing)
     val = reader(data.root, split=data.val_split or va_split, skip_missing=data.skip_missing)
+    _warn_skipped(list(train.skipped) + list(val.skipped), f"{data.kind} item")
     return list(train.samples), list(val.samples)
+
+
+def _warn_skipped(skipped: Sequence[tuple[str, str]], what: str) -> None:
+    """One warning listing what ``data.skip_missing`` left out (the first five, and how many)."""
+    if skipped:
+        shown = "; ".join(f"{item}: {reason}" for item, reason in skipped[:5])
+        more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+        warnings.warn(f"data.skip_missing: left out {len(skipped)} unusable {what}(s): {shown}{more}", stacklevel=4)
 
 
 def _read_shards(data, tasks: Sequence[Modality], seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -304,11 +314,7 @@ def _read_shards(data, tasks: Sequence[Modality], seed: int) -> tuple[list[Sampl
             a, b = _split([s for s in samples if s.modality is m], data.val_fraction, seed)
             train += a
             val += b
-    if skipped:
-        shown = "; ".join(f"{what}: {reason}" for what, reason in skipped[:5])
-        more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-        warnings.warn(f"data.skip_missing: left out {len(skipped)} unusable shard sample(s): {shown}{more}",
-                      stacklevel=3)
+    _warn_skipped(skipped, "shard sample")
     if data.cache and len(train) > _LARGE_CACHE:
         warnings.warn(f"data.cache is true: all {len(train)} training samples are decoded before the first "
                       f"step and kept in memory; set data.cache=false for shard sets larger than memory",

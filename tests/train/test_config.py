@@ -41,3 +41,29 @@ def test_override_and_yaml_numbers(tmp_path):
     assert cfg2.optim.batch_size == 8 and cfg2.run.out == "x" and cfg.optim.batch_size == 32
     with pytest.raises(ValueError, match="SECTION.KEY"):
         override(cfg, {"lr": 1})
+
+
+def test_manifest_rows_left_out_by_skip_missing_are_reported(tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from mmretrieve.media.write import write_image
+    from mmretrieve.train.config import DataConfig
+    from mmretrieve.train.data import load_pairs
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        write_image(tmp_path / f"i{i}.png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        rows.append(f"i{i}.png,picture {i}")
+    rows.append("gone.png,a missing picture")
+    (tmp_path / "m.csv").write_text("path,caption\n" + "\n".join(rows) + "\n")
+    data = DataConfig(kind="manifest", root=str(tmp_path / "m.csv"), tasks=("image",), skip_missing=True,
+                      val_fraction=0.25)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train, val = load_pairs(data)
+    assert len(train["image"]) + len(val["image"]) == 4
+    assert any("left out 1 unusable manifest row(s)" in str(w.message) and "gone.png" in str(w.message)
+               for w in caught), [str(w.message) for w in caught]
