@@ -181,9 +181,14 @@ class ShardReader:
                         group = {}
                     key = k
                     group[ext] = (member.name, data)
+                end = tar.offset
+                garbage = _nonzero_after(tar.fileobj, None)  # the stream goes on from the end marker
         except (tarfile.TarError, OSError, EOFError) as e:
             self._problem(shard, f"truncated or corrupt tar ({e})")
             return
+        if garbage is not None:  # tarfile ends an archive quietly at an unreadable header
+            self._problem(shard, f"corrupt tar: unreadable header at byte {end}; the members after it are not read")
+            garbage = None
         if group:
             sample = self._make(shard, key, group)
             if sample is not None:
@@ -320,10 +325,12 @@ class ShardReader:
                            metadata=metadata, data=data, shard=shard, member=name, offset=offset, size=size)
 
 
-def _nonzero_after(fileobj, offset: int, chunk: int = 1 << 16) -> int | None:
-    """Position of the first non-zero byte at or after ``offset`` (None: only the end-of-archive zeros)."""
-    fileobj.seek(offset)
-    pos = offset
+def _nonzero_after(fileobj, offset: int | None, chunk: int = 1 << 16) -> int | None:
+    """Position of the first non-zero byte at or after ``offset`` (None: only the end-of-archive zeros).
+    ``offset=None`` reads on from where a stream is (a streamed, possibly compressed tar)."""
+    if offset is not None:
+        fileobj.seek(offset)
+    pos = offset or 0
     while True:
         block = fileobj.read(chunk)
         if not block:

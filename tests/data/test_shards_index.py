@@ -115,6 +115,10 @@ def test_truncated_compressed_and_corrupt_shards(shards):
         index_shards(str(shards / "hdr.tar"))
     ds = index_shards(str(shards / "hdr.tar"), skip_missing=True)
     assert [s.item_id for s in ds] == ["000000"] and "corrupt tar" in ds.skipped[0][1]
+    with pytest.raises(DatasetError, match="hdr.tar: .*corrupt tar"):  # the streaming reader says so too
+        list(read_shards(str(shards / "hdr.tar")))
+    reader = read_shards(str(shards / "hdr.tar"), skip_missing=True)
+    assert [s.item_id for s in reader] == ["000000"] and "corrupt tar" in reader.skipped[0][1]
 
     with pytest.raises(DatasetError, match="shard file not found"):
         index_shards(str(shards / "s-{0..2}.tar"))
