@@ -54,6 +54,8 @@ def _value_clause(path: str, values: Iterable[Any], key: str) -> tuple[str, list
                 raise ValueError(f"where[{key!r}]={v!r}: NaN/inf can never match stored JSON")
             numbers.append(v)
         elif isinstance(v, str):
+            if "\x00" in v:
+                raise ValueError(f"where[{key!r}]={v!r}: metadata strings never hold NUL characters")
             strings.append(v)
         else:
             raise ValueError(

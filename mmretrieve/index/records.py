@@ -87,7 +87,21 @@ def record_row(record: Record, position: int) -> tuple:
         meta_json = json.dumps(dict(metadata), sort_keys=True, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: metadata is not JSON-serialisable ({exc})") from None
+    if _has_nul(metadata):
+        raise ValueError(f"{where}: metadata strings must not contain NUL characters "
+                         "(SQLite's JSON functions end a string there, so filters could not match it exactly)")
     return (path, modality, start, end, record.content_hash, mtime, size, meta_json)
+
+
+def _has_nul(value: Any) -> bool:
+    """True when a string anywhere in a JSON-like value (keys included) holds a NUL character."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def hit_from_row(row: tuple, score: float) -> Hit:

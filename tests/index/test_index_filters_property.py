@@ -10,7 +10,7 @@ from mmretrieve.index import Record, UnifiedIndex
 
 KEYS = ["a", "b.c", "with space", "ü", "x'y", "--"]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.5, 2.0]),
-                    st.text(max_size=4))
+                    st.text(st.characters(blacklist_characters="\x00"), max_size=4))
 metadata = st.dictionaries(st.sampled_from(KEYS), scalars, max_size=4)
 where = st.dictionaries(st.sampled_from(KEYS), st.one_of(scalars, st.lists(scalars, max_size=3)),
                         min_size=1, max_size=2)
@@ -44,3 +44,18 @@ def test_where_matches_python_reference(metas, flt):
     expected = {ids[i] for i, m in enumerate(metas) if _matches(m, flt)}
     assert got == expected
     ix.close()
+
+
+def test_nul_characters_are_refused_in_metadata_and_filters():
+    """SQLite's JSON functions end a string at NUL ("a\\x00" would equal "a"): refused both ways."""
+    import pytest
+
+    with UnifiedIndex.create(DIM, FP) as ix:
+        for meta in ({"a": "x\x00"}, {"a\x00": 1}, {"a": ["ok", {"b": "\x00"}]}):
+            with pytest.raises(ValueError, match="NUL"):
+                ix.add(unit_vectors(1), [Record("/m", "image", metadata=meta)])
+        assert len(ix) == 0
+        ix.add(unit_vectors(1), [Record("/m", "image", metadata={"a": ""})])
+        with pytest.raises(ValueError, match="NUL"):
+            ix.search(np.ones(DIM, np.float32), k=1, where={"a": "\x00"})
+        assert len(ix.search(np.ones(DIM, np.float32), k=1, where={"a": ""})[0]) == 1
