@@ -5,6 +5,13 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# In CI the property tests replay a fixed set of examples (reproducible, no flakes); run them locally
+# (or with --hypothesis-seed=N) to explore new ones.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    settings.load_profile("ci")
 
 from mmretrieve.media.write import write_audio, write_image, write_video
 
