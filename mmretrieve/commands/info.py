@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"index:        {info['path']}")
     print(f"encoder:      {info['preset']} ({info['encoder_id']}), dim {info['dim']}, faiss {info['factory']}")
-    print(f"entries:      " + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
+    print("entries:      " + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
     print(f"files:        {info['files']}")
     vs = info["video_sampling"]
     frames = f"{vs['fps']} fps" if vs.get("fps") else f"{vs['num_frames']} frames"

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import EncoderMismatchError, IndexCorruptError
 from ..index.filters import normalize_modalities
-from ..index.records import Hit, Record, record_row
+from ..index.records import Hit, Record, as_vectors, record_row
 from ..modality import Modality
 
 __all__ = ["MilvusIndex", "export_to_milvus", "milvus_retriever", "build_milvus_filter"]
@@ -289,23 +289,6 @@ class MilvusIndex:
         res = self._client.query(self.collection, output_fields=["count(*)"], **self._kw(expr, params or {}))
         return int(res[0]["count(*)"]) if res else 0
 
-    def _as_vectors(self, vectors: Any, n: int | None, what: str = "vectors") -> np.ndarray:
-        if hasattr(vectors, "detach"):
-            vectors = vectors.detach().cpu().numpy()
-        arr = np.asarray(vectors)
-        if arr.ndim == 1 and what == "queries":
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] != self.dim:
-            raise ValueError(f"{what} must have shape (N, {self.dim}), got {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"{what} must be floating point (float32), got dtype {arr.dtype}")
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{what} contain NaN or infinite values")
-        if n is not None and arr.shape[0] != n:
-            raise ValueError(f"{what} has {arr.shape[0]} rows but {n} records were given")
-        return arr
-
     def _entities(self, vectors: np.ndarray, records: Sequence[Record], ids: Sequence[int] | None = None) -> list[dict]:
         out = []
         for i, (vec, rec) in enumerate(zip(vectors, records)):
@@ -365,7 +348,7 @@ class MilvusIndex:
         """Store N vectors with their records; returns their int64 ids (random unless given)."""
         self._check_writable()
         records = list(records)
-        arr = self._as_vectors(vectors, len(records))
+        arr = as_vectors(vectors, self.dim, len(records))
         rows = self._entities(arr, records, ids)
         self._pending_insert.extend(rows)
         if self._depth == 0:
@@ -380,7 +363,7 @@ class MilvusIndex:
         for i, r in enumerate(records):
             if r.path is None or os.fspath(r.path) != path:
                 raise ValueError(f"records[{i}].path={r.path!r} differs from replace_path({path!r})")
-        arr = self._as_vectors(vectors, len(records))
+        arr = as_vectors(vectors, self.dim, len(records))
         rows = self._entities(arr, records)
         self._pending_delete.extend(self._ids_for_path(path))
         self._pending_insert.extend(rows)
@@ -480,7 +463,7 @@ class MilvusIndex:
         if k > _MAX_LIMIT:
             raise ValueError(f"k={k} exceeds Milvus's limit of {_MAX_LIMIT} results per query")
         self._check_open()
-        q = self._as_vectors(queries, None, "queries")
+        q = as_vectors(queries, self.dim, None, "queries")
         expr, params = self._filter(modality, where)
         if len(q) == 0:
             return []

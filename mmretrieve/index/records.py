@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from ..errors import IndexCorruptError
 from ..modality import Modality, parse_modality
 
@@ -119,3 +121,23 @@ def hit_from_row(row: tuple, score: float) -> Hit:
         )
     except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
         raise IndexCorruptError(f"index row {id_!r} ({path!r}) is damaged: {e}") from None
+
+
+def as_vectors(vectors: Any, dim: int, n_expected: int | None, what: str = "vectors") -> np.ndarray:
+    """``vectors`` (array or torch tensor) as C-contiguous float32 (N, dim), checked; a 1-D array is
+    one row when ``what == "queries"``. ``n_expected``: the number of records they belong to."""
+    if hasattr(vectors, "detach"):  # torch tensor, without importing torch
+        vectors = vectors.detach().cpu().numpy()
+    arr = np.asarray(vectors)
+    if arr.ndim == 1 and what == "queries":
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"{what} must have shape (N, {dim}), got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{what} must be floating point (float32), got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contain NaN or infinite values")
+    if n_expected is not None and arr.shape[0] != n_expected:
+        raise ValueError(f"{what} has {arr.shape[0]} rows but {n_expected} records were given")
+    return arr

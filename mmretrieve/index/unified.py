@@ -36,7 +36,7 @@ from .filters import build_filter
 from .layout import (CACHE_NAME, MANIFEST_NAME, OLD_TAG, TMP_TAG, fsync_dir, read_manifest,
                      recover_interrupted_save, sibling_name, write_manifest)
 from .locking import WriterLock
-from .records import Hit, Record, hit_from_row, record_row
+from .records import Hit, Record, as_vectors, hit_from_row, record_row
 from .store import DB_NAME, MetadataStore, is_corruption
 from .vectors import (TRAIN_SAMPLE, IndexTrainingError, make_faiss_index, read_cache, remove_ids,
                       search_index, train_index, validate_factory, write_cache)
@@ -197,23 +197,6 @@ class UnifiedIndex:
             raise IndexReadOnlyError(f"index {self.path} was opened with readonly=True; open it without "
                                      "readonly to modify it")
 
-    def _as_vectors(self, vectors: Any, n_expected: int | None, what: str = "vectors") -> np.ndarray:
-        if hasattr(vectors, "detach"):  # torch tensor, without importing torch
-            vectors = vectors.detach().cpu().numpy()
-        arr = np.asarray(vectors)
-        if arr.ndim == 1 and what == "queries":
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] != self.dim:
-            raise ValueError(f"{what} must have shape (N, {self.dim}), got {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"{what} must be floating point (float32), got dtype {arr.dtype}")
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{what} contain NaN or infinite values")
-        if n_expected is not None and arr.shape[0] != n_expected:
-            raise ValueError(f"{what} has {arr.shape[0]} rows but {n_expected} records were given")
-        return arr
-
     def _rows(self, records: Sequence[Record], path: str | None = None) -> list[tuple]:
         rows = [record_row(r, i) for i, r in enumerate(records)]
         if path is not None:
@@ -248,7 +231,7 @@ class UnifiedIndex:
         """Store N vectors with their records in one transaction; returns the new int64 ids."""
         self._check_writable()
         records = list(records)
-        arr = self._as_vectors(vectors, len(records))
+        arr = as_vectors(vectors, self.dim, len(records))
         rows = self._rows(records)
         if not rows:
             return []
@@ -260,7 +243,7 @@ class UnifiedIndex:
         self._check_writable()
         path = os.fspath(path)
         records = list(records)
-        arr = self._as_vectors(vectors, len(records))
+        arr = as_vectors(vectors, self.dim, len(records))
         rows = self._rows(records, path)
         with self._mutex, _corruption_guard(self._store.location), self._store.transaction():
             self._store.delete(self._store.ids_for_path(path))
@@ -414,7 +397,7 @@ class UnifiedIndex:
         whenever k matching items exist, whatever the faiss factory."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ValueError(f"k={k!r} must be a positive int")
-        q = self._as_vectors(queries, None, "queries")
+        q = as_vectors(queries, self.dim, None, "queries")
         sql_filter = build_filter(modality, where)
         with self._read():
             total = self._store.count()

@@ -36,7 +36,6 @@ import io
 import os
 import socket
 import struct
-import wave
 import zlib
 from dataclasses import dataclass, field
 

@@ -178,7 +178,7 @@ def test_text_to_video_players_start_at_the_window(page, demo_index):
     _wait_status(page, "text-video")
     cards = page.locator("#text-video-videos figure.mmr-card")
     assert cards.count() == len(demo_index.videos) + 2  # the long clip gives two windows
-    late = page.locator(f'#text-video-videos figure[data-start="10.0"]')
+    late = page.locator('#text-video-videos figure[data-start="10.0"]')
     assert late.count() == 1 and late.get_attribute("data-path") == demo_index.long_video
     assert "window 10.0–12.0 s" in late.inner_text()
     video = late.locator("video")
