@@ -178,9 +178,13 @@ def _is_encoder(module: nn.Module) -> bool:
     return all(hasattr(module, a) for a in ("clip", "audio", "video_head"))
 
 
-def _tower_of_module(name: str) -> str:
+def tower_of(name: str) -> str:
+    """Which tower a parameter or module of MultiModalEncoder belongs to: image, text, audio,
+    video_head, clip_scale (the CLIP model's own temperature) or other."""
     if name == "clip.visual" or name.startswith("clip.visual."):
         return "image"
+    if name == "clip.logit_scale" or name.startswith("clip.logit_bias"):
+        return "clip_scale"
     if name.startswith("clip."):
         return "text"
     if name.startswith("audio."):
@@ -190,12 +194,18 @@ def _tower_of_module(name: str) -> str:
     return "other"
 
 
+def _lora_tower(name: str) -> str:
+    """tower_of, with CLIP's temperature counted in the text tower (what freezing a LoRA'd text tower covers)."""
+    tower = tower_of(name)
+    return "text" if tower == "clip_scale" else tower
+
+
 def _candidates(module: nn.Module, towers: set[str] | None, targets: set[str]):
     """(owner qualified name, owner, tensor name, row blocks, activation-space forward) for every
     weight to adapt."""
     qkv = [i for i, t in enumerate("qkv") if t in targets]
     for name, m in module.named_modules():
-        if ".parametrizations." in f".{name}." or (towers is not None and _tower_of_module(name) not in towers):
+        if ".parametrizations." in f".{name}." or (towers is not None and _lora_tower(name) not in towers):
             continue
         if isinstance(m, nn.MultiheadAttention):
             e = m.embed_dim
@@ -257,7 +267,7 @@ def add_lora(module_or_encoder: nn.Module, towers: Sequence[str] | None = ("imag
         names.append(key)
     if freeze:
         for name, p in module_or_encoder.named_parameters():
-            if tower_set is None or _tower_of_module(name) in tower_set:
+            if tower_set is None or _lora_tower(name) in tower_set:
                 p.requires_grad_(is_lora_parameter(name))
     return names
 

@@ -29,7 +29,7 @@ from .checkpoint import copy_checkpoint, latest_checkpoint, load_checkpoint, sav
 from .config import TrainConfig, config_to_dict
 from .data import MediaDecoder, TaskStream, load_pairs
 from .distributed import DistInfo, average_gradients, barrier, gather_objects, gather_with_grad, init_distributed
-from .lora import add_lora, has_lora, is_lora_parameter, lora_base_keys, lora_cached, merged_state_dict
+from .lora import add_lora, has_lora, is_lora_parameter, lora_base_keys, lora_cached, merged_state_dict, tower_of
 from .loss import LogitScale, contrastive_loss, positives_matrix
 
 __all__ = ["TrainResult", "Trainer", "train", "parameter_groups", "apply_locks", "export_weights"]
@@ -43,21 +43,6 @@ class TrainResult:
     val: dict = field(default_factory=dict)
     encoder: Any = None
     best: dict | None = None
-
-
-def _tower(name: str) -> str:
-    """Which tower a parameter of MultiModalEncoder belongs to."""
-    if name.startswith("clip.visual."):
-        return "image"
-    if name == "clip.logit_scale" or name.startswith("clip.logit_bias"):
-        return "clip_scale"
-    if name.startswith("clip."):
-        return "text"
-    if name.startswith("audio."):
-        return "audio"
-    if name.startswith("video_head."):
-        return "video_head"
-    return "other"
 
 
 # The output projection of each tower: still trained under LoRA when ``lora.train_projection``.
@@ -76,7 +61,7 @@ def apply_locks(encoder, config: TrainConfig) -> dict[str, int]:
             "video_head": "video" in tasks, "clip_scale": False, "other": True}
     trainable: dict[str, int] = {}
     for name, p in encoder.named_parameters():
-        tower = _tower(name)
+        tower = tower_of(name)
         key = tower
         if is_lora_parameter(name):
             on, key = used[tower] and tower in lora_towers, f"{tower}_lora"
@@ -109,7 +94,7 @@ def parameter_groups(encoder, logit_scale: torch.nn.Module, config: TrainConfig)
     for name, p in encoder.named_parameters():
         if not p.requires_grad:
             continue
-        tower = _tower(name)
+        tower = tower_of(name)
         pre = (tower in ("text", "image") and pretrained_clip) or (tower == "audio" and config.lock.audio_from_pretrained)
         if is_lora_parameter(name):
             pre = False
@@ -172,7 +157,7 @@ class Trainer:
             add_lora(encoder, towers=lo.towers, targets=lo.targets, rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout,
                      init=lo.init, seed=run.seed, freeze=False)
         elif has_lora(encoder):
-            adapted = sorted({_tower(k) for k in lora_base_keys(encoder)})
+            adapted = sorted({tower_of(k) for k in lora_base_keys(encoder)})
             if not lo.enabled or adapted != sorted(lo.towers):
                 raise ValueError(f"the encoder has LoRA adapters on {adapted} but the config says lora.enabled="
                                  f"{lo.enabled}, lora.towers={list(lo.towers)} (merge them first with "
