@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import EncoderMismatchError, IndexCorruptError
 from ..index.filters import normalize_modalities
+from ..index.fingerprint import canonical_fingerprint, fingerprint_difference
 from ..index.records import Hit, Record, as_vectors, record_row
 from ..modality import Modality
 
@@ -159,7 +160,7 @@ class MilvusIndex:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim={dim!r} must be a positive int")
         _check_name(collection)
-        fingerprint = _canonical(fingerprint)
+        fingerprint = canonical_fingerprint(fingerprint)
         client = _client(uri, token)
         try:
             meta = collection + _META_SUFFIX
@@ -319,11 +320,8 @@ class MilvusIndex:
     # ------------------------------------------------------------------ fingerprint
     def check_fingerprint(self, fingerprint: dict) -> None:
         """EncoderMismatchError listing the keys where ``fingerprint`` differs from the collection's."""
-        given, mine = _flatten(_canonical(fingerprint)), _flatten(self.fingerprint)
-        diff = sorted(k for k in set(given) | set(mine) if given.get(k, "<absent>") != mine.get(k, "<absent>"))
-        if diff:
-            details = "; ".join(f"{k}: index={mine.get(k, '<absent>')!r} given={given.get(k, '<absent>')!r}"
-                                for k in diff[:8])
+        details = fingerprint_difference(fingerprint, self.fingerprint)
+        if details:
             raise EncoderMismatchError(f"Milvus collection {self.path} was built with a different encoder; "
                                        f"differing keys: {details}. Use the encoder that built it")
 
@@ -521,24 +519,6 @@ def _check_name(collection: str) -> None:
 
 def _new_id() -> int:
     return int.from_bytes(os.urandom(8), "little") & _INT64_MAX
-
-
-def _canonical(obj: Any) -> dict:
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"fingerprint must be a dict, got {type(obj).__name__}")
-    try:
-        return json.loads(json.dumps(dict(obj), sort_keys=True, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"fingerprint must be JSON-serialisable ({exc})") from None
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: obj}
 
 
 def _hit(id_: int, score: float, entity: Mapping) -> Hit:

@@ -36,6 +36,7 @@ from .filters import build_filter
 from .layout import (CACHE_NAME, MANIFEST_NAME, OLD_TAG, TMP_TAG, fsync_dir, read_manifest,
                      recover_interrupted_save, sibling_name, write_manifest)
 from .locking import WriterLock
+from .fingerprint import canonical_fingerprint, fingerprint_difference
 from .records import Hit, Record, as_vectors, hit_from_row, record_row
 from .store import DB_NAME, MetadataStore, is_corruption
 from .vectors import (TRAIN_SAMPLE, IndexTrainingError, make_faiss_index, read_cache, remove_ids,
@@ -48,20 +49,6 @@ class IndexReadOnlyError(MMRError, PermissionError):
     """A write was attempted on an index opened with readonly=True."""
 
 
-def _canonical(obj: Any, what: str) -> Any:
-    try:
-        return json.loads(json.dumps(obj, sort_keys=True, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be JSON-serialisable ({exc})") from None
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: obj}
 
 
 @contextlib.contextmanager
@@ -99,9 +86,7 @@ class UnifiedIndex:
         """A new empty index; on disk at `path` (a new or empty directory) or in memory (path=None)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim={dim!r} must be a positive int")
-        if not isinstance(fingerprint, Mapping):
-            raise ValueError(f"fingerprint must be a dict, got {type(fingerprint).__name__}")
-        fingerprint = _canonical(dict(fingerprint), "fingerprint")
+        fingerprint = canonical_fingerprint(fingerprint)
         validate_factory(dim, factory)
         token = uuidlib.uuid4().hex
         if path is None:
@@ -208,16 +193,11 @@ class UnifiedIndex:
     # ------------------------------------------------------------------ fingerprint
     def check_fingerprint(self, fingerprint: dict) -> None:
         """EncoderMismatchError listing the keys where `fingerprint` differs from the index's."""
-        given = _flatten(_canonical(dict(fingerprint), "fingerprint"))
-        mine = _flatten(self.fingerprint)
-        diff = sorted(k for k in set(given) | set(mine) if given.get(k, "<absent>") != mine.get(k, "<absent>"))
-        if diff:
-            details = "; ".join(f"{k}: index={mine.get(k, '<absent>')!r} given={given.get(k, '<absent>')!r}"
-                                for k in diff[:8])
-            more = f" (+{len(diff) - 8} more)" if len(diff) > 8 else ""
+        details = fingerprint_difference(fingerprint, self.fingerprint)
+        if details:
             raise EncoderMismatchError(
                 f"index {self.path or '<in-memory>'} was built with a different encoder; differing keys: "
-                f"{details}{more}. Use the encoder that built it, or build a new index")
+                f"{details}. Use the encoder that built it, or build a new index")
 
     # ------------------------------------------------------------------ writes
     @contextlib.contextmanager
