@@ -25,7 +25,7 @@ import os
 import re
 import tarfile
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from mmretrieve.errors import MediaError
 from mmretrieve.modality import modality_of_path
@@ -165,13 +165,7 @@ class ShardReader:
         group: dict[str, tuple[str, bytes]] = {}
         try:
             with tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    split = _split_member(member.name)
-                    if split is None:
-                        continue
-                    k, ext = split
+                for member, k, ext in _keyed_members(tar):
                     f = tar.extractfile(member)
                     data = f.read() if f is not None else b""
                     if k != key and group:
@@ -188,7 +182,6 @@ class ShardReader:
             return
         if garbage is not None:  # tarfile ends an archive quietly at an unreadable header
             self._problem(shard, f"corrupt tar: unreadable header at byte {end}; the members after it are not read")
-            garbage = None
         if group:
             sample = self._make(shard, key, group)
             if sample is not None:
@@ -217,16 +210,7 @@ class ShardReader:
         group: dict[str, tuple[str, bytes, int, int]] = {}
         with tar:
             try:
-                while True:
-                    member = tar.next()
-                    if member is None:
-                        break
-                    if not member.isfile():
-                        continue
-                    split = _split_member(member.name)
-                    if split is None:
-                        continue
-                    k, ext = split
+                for member, k, ext in _keyed_members(iter(tar.next, None)):
                     if k != key and group:
                         sample = self._make(shard, key, group)
                         if sample is not None:
@@ -323,6 +307,15 @@ class ShardReader:
             data = b""
         return ShardSample(path=path, modality=modality, captions=tuple(captions), item_id=key,
                            metadata=metadata, data=data, shard=shard, member=name, offset=offset, size=size)
+
+
+def _keyed_members(members: Iterable[tarfile.TarInfo]) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
+    """(member, sample key, extension) for the regular files named ``<key>.<ext>``, in tar order."""
+    for member in members:
+        if member.isfile():
+            split = _split_member(member.name)
+            if split is not None:
+                yield member, split[0], split[1]
 
 
 def _nonzero_after(fileobj, offset: int | None, chunk: int = 1 << 16) -> int | None:
