@@ -77,10 +77,12 @@ def _sampling(args: argparse.Namespace) -> dict:
     from ..retriever import preset_video_sampling
 
     out: dict = {}
-    changes = {"num_frames": args.frames, "fps": args.fps, "backend": args.video_backend,
-               "keyframe_snap": True if args.keyframe_snap else None,
-               "window": None if args.window is None else (args.window or None)}
-    changes = {k: v for k, v in changes.items() if v is not None or (k == "window" and args.window is not None)}
+    given = (("num_frames", args.frames), ("fps", args.fps), ("backend", args.video_backend))
+    changes = {field: value for field, value in given if value is not None}
+    if args.keyframe_snap:
+        changes["keyframe_snap"] = True
+    if args.window is not None:
+        changes["window"] = args.window or None  # 0: the whole video is one entry
     if changes:
         out["video"] = replace(preset_video_sampling(get_preset(args.preset)), **changes)
     if args.audio_window is not None:
