@@ -22,12 +22,8 @@ import tempfile
 import time
 import traceback
 
+from mmretrieve.retriever import printable_path
 from mmretrieve.testing import peak_rss_mb
-
-
-def _printable(path: str) -> str:
-    """How mmretrieve prints and reports a path (undecodable bytes as \\xNN)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _candidates(path: str, root: str, real_root: str) -> set[str]:
@@ -35,7 +31,7 @@ def _candidates(path: str, root: str, real_root: str) -> set[str]:
     out = {path, os.path.realpath(path)}
     rel = os.path.relpath(path, root)
     out.add(os.path.join(real_root, rel))
-    return {_printable(p) for p in out}
+    return {printable_path(p) for p in out}
 
 
 def _split_report(stdout: str, known: set[str]) -> tuple[dict[str, str], list[str]]:
@@ -103,7 +99,7 @@ def classify(corpus, indexed: set[str], failed: dict[str, str]) -> dict:
             problem = "neither indexed nor reported"
         if problem:
             c["unexpected"] += 1
-            unexpected.append(f"{f.kind} {_printable(f.path)!r}: {problem}")
+            unexpected.append(f"{f.kind} {printable_path(f.path)!r}: {problem}")
     if corpus.many_dir:
         c = by_kind["many-tiny"]
         for name in sorted(os.listdir(corpus.many_dir)):

@@ -425,15 +425,15 @@ def expand_inputs(source: Any, modality: Modality | None, meta: Mapping[str, Any
                 m = modality_of_path(file)
                 if m is not None and (modality is None or m is modality):
                     if _undecodable(file):
-                        failed.append((_printable(file), _NOT_UTF8))
+                        failed.append((printable_path(file), _NOT_UTF8))
                     else:
                         sources.append(Source(m, file, None, meta))
             return sources, failed
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{_printable(os.fspath(source))}: no such file or directory")
+            raise FileNotFoundError(f"{printable_path(os.fspath(source))}: no such file or directory")
         m = modality or modality_of_path(path)
         if _undecodable(path):
-            failed.append((_printable(path), _NOT_UTF8))
+            failed.append((printable_path(path), _NOT_UTF8))
         elif m is None:
             failed.append((path, "unknown media extension (say modality=... to force one)"))
         else:
@@ -465,7 +465,7 @@ def _undecodable(path: str) -> bool:
     return False
 
 
-def _printable(path: str) -> str:
+def printable_path(path: str) -> str:
     """The path with undecodable bytes shown as \\xNN, safe to print and to store."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
@@ -496,7 +496,7 @@ def _walk(root: str, recursive: bool, failed: list) -> Iterable[str]:
     visited: set[tuple[int, int]] = set()
 
     def onerror(err: OSError) -> None:
-        failed.append((_printable(os.fspath(err.filename or root)), f"cannot list folder: {err.strerror or err}"))
+        failed.append((printable_path(os.fspath(err.filename or root)), f"cannot list folder: {err.strerror or err}"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
         try:

@@ -36,9 +36,9 @@ def write_video(
     """Encode RGB uint8 frames (T, H, W, 3) to a video file; the codec follows the extension.
 
     ``pts_seconds`` gives each frame its own presentation time (variable frame rate);
-    ``gop`` sets the keyframe interval in frames. ``threads=1`` (default) makes the bytes a pure
-    function of the frames (multi-threaded x264 output varies from run to run); ``None`` lets the
-    encoder pick its thread count, faster for large clips.
+    ``gop`` sets the keyframe interval in frames. ``threads=1`` (default) keeps the bytes independent of
+    the machine (the encoder's automatic thread count follows the CPU count, and its output with
+    it); ``None`` lets the encoder choose, faster for large clips.
     """
     import av
 

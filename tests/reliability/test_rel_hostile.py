@@ -12,6 +12,7 @@ import pytest
 from rel_helpers import TINY, cli
 
 from mmretrieve.media.write import write_image
+from mmretrieve.retriever import printable_path
 from mmretrieve.testing import make_hostile_corpus
 
 PEAK_RSS_LIMIT_MB = 1800  # tiny model + torch + decoders idle at ~0.9 GB; the bomb alone decoded is +1 GB
@@ -45,7 +46,7 @@ def test_hostile_corpus_every_file_reported_memory_bounded(hostile):
     failed = {p: reason for p, reason in out["failed"]}
     assert all(reason.strip() for reason in failed.values())
     def real(path: str) -> str:  # as reports show it: undecodable bytes as \xNN
-        return os.fsencode(os.path.realpath(path)).decode("utf-8", "backslashreplace")
+        return printable_path(os.path.realpath(path))
 
     problems = []
     for f in hostile.files:
