@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import MediaError
 from .windows import fixed_windows
 
-__all__ = ["AudioClip", "load_audio", "load_audio_bytes", "audio_from_array", "audio_windows", "MAX_CHANNELS"]
+__all__ = ["AudioClip", "load_audio", "read_audio_with", "AUDIO_BACKENDS", "load_audio_bytes", "audio_from_array", "audio_windows", "MAX_CHANNELS"]
 
 MAX_CHANNELS = 64
 """2-D sample arrays are (num_samples, channels); more channels than this is taken as a transposed array."""
@@ -159,6 +159,20 @@ def _read_pyav(path: str | None, data: bytes | None = None) -> tuple[np.ndarray,
     if not chunks:
         raise MediaError(path, "no audio samples (empty)")
     return np.concatenate(chunks, axis=0), int(rate)
+
+
+# the decoders load_audio tries, in order
+AUDIO_BACKENDS = {"soundfile": _read_soundfile, "pyav": _read_pyav}
+
+
+def read_audio_with(backend: str, path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode a file with one named backend only (samples (N, channels) float32, sample rate).
+
+    For diagnostics (``mmretrieve doctor``); :func:`load_audio` is what indexing uses.
+    """
+    if backend not in AUDIO_BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(AUDIO_BACKENDS)}, got {backend!r}")
+    return AUDIO_BACKENDS[backend](os.fspath(path))
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:

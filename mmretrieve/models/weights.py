@@ -34,6 +34,7 @@ __all__ = [
     "load_checkpoint_tensors",
     "hf_cache_dir",
     "hub_offline",
+    "cached_pretrained",
 ]
 
 _CHECKPOINT_NAMES = (
@@ -113,16 +114,26 @@ def _unavailable(preset: str, what: str, why: str) -> WeightsUnavailableError:
         f"machine (HF_HUB_CACHE={hf_cache_dir()}; set HF_HUB_OFFLINE=1 to never try the network).")
 
 
+def _cached_hf_file(repo: str, filenames: list[str]) -> str | None:
+    """The first of ``filenames`` in ``repo`` found in the Hugging Face cache (never the network)."""
+    from huggingface_hub import hf_hub_download
+
+    for name in filenames:
+        try:
+            return hf_hub_download(repo, name, cache_dir=hf_cache_dir(), local_files_only=True)
+        except Exception:  # not cached (or a broken cache entry): try the next name
+            continue
+    return None
+
+
 def _hf_file(repo: str, filenames: list[str], preset: str, what: str) -> str:
     """The first of ``filenames`` in ``repo``: from the cache, else downloaded if the hub answers."""
     from huggingface_hub import hf_hub_download
 
     cache = hf_cache_dir()
-    for name in filenames:
-        try:
-            return hf_hub_download(repo, name, cache_dir=cache, local_files_only=True)
-        except Exception:  # not cached (or a broken cache entry): try the next name
-            continue
+    cached = _cached_hf_file(repo, filenames)
+    if cached is not None:
+        return cached
     if hub_offline():
         raise _unavailable(preset, what, f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set")
     ok, reason = _reachable(_hf_endpoint())
@@ -138,11 +149,16 @@ def _hf_file(repo: str, filenames: list[str], preset: str, what: str) -> str:
     raise _unavailable(preset, what, "download failed (" + "; ".join(errors) + ")")
 
 
+def _url_cache_file(url: str) -> str:
+    """Where open_clip keeps a checkpoint it downloaded from a plain URL."""
+    return os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(urlparse(url).path))
+
+
 def _url_file(url: str, preset: str, what: str) -> str:
     from open_clip.pretrained import download_pretrained_from_url
 
     cache = os.path.expanduser("~/.cache/clip")
-    target = os.path.join(cache, os.path.basename(urlparse(url).path))
+    target = _url_cache_file(url)
     if os.path.isfile(target):
         return target
     ok, reason = _reachable(url)
@@ -213,17 +229,50 @@ def resolve_pretrained(model: str | None, pretrained: str | None, preset: str) -
     if cfg.get("file"):
         ckpt = cfg["file"]
     elif cfg.get("hf_hub"):
-        repo, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" (default file) or "org/repo/file.bin"
-        if filename:
-            names = [n for n in (_safe_name(filename), filename) if n]
-        else:
-            names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        repo, names = _hf_names(cfg["hf_hub"])
         ckpt = _hf_file(repo, names, preset, what)
     elif cfg.get("url"):
         ckpt = _url_file(cfg["url"], preset, what)
     else:
         raise _unavailable(preset, what, "open_clip lists no download location for this tag")
     return ResolvedWeights(ckpt, text, None, pre, None, bool(cfg.get("quick_gelu", False)))
+
+
+def _hf_names(hf_hub: str) -> tuple[str, list[str]]:
+    """open_clip's ``hf_hub`` field -> (repo, checkpoint names to try, safetensors first)."""
+    repo, filename = os.path.split(hf_hub)  # "org/repo/" (default file) or "org/repo/file.bin"
+    if filename:
+        return repo, [n for n in (_safe_name(filename), filename) if n]
+    return repo, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+
+
+def cached_pretrained(model: str | None, pretrained: str | None) -> str | None:
+    """The local file ``pretrained`` (an open_clip tag of ``model``, ``hf-hub:org/repo`` or a path)
+    would load from, if it is already on this machine; None when it would have to be downloaded.
+    Never touches the network."""
+    if pretrained is None:
+        return None
+    text = os.path.expanduser(os.fspath(pretrained))
+    if text.startswith("hf-hub:"):
+        return _cached_hf_file(text[len("hf-hub:"):].strip("/"), ["open_clip_model.safetensors",
+                                                                  "open_clip_pytorch_model.bin"])
+    if os.path.isdir(text):
+        return _checkpoint_in_dir(Path(text))
+    if os.path.isfile(text):
+        return text
+    if model is None:
+        return None
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model, text) or {}
+    if cfg.get("file"):
+        return cfg["file"] if os.path.isfile(cfg["file"]) else None
+    if cfg.get("hf_hub"):
+        return _cached_hf_file(*_hf_names(cfg["hf_hub"]))
+    if cfg.get("url"):
+        target = _url_cache_file(cfg["url"])
+        return target if os.path.isfile(target) else None
+    return None
 
 
 def _safe_name(filename: str) -> str | None:
