@@ -1,7 +1,9 @@
-"""Integrity check (and repair) of an on-disk index: vectors, metadata, faiss cache, encoder, media.
+"""Integrity check (and repair) of an index: vectors, metadata, search cache, encoder, media.
 
-verify_index(path) reads the index without taking the writer lock (a writer may be running) and
-reports, in a typed :class:`VerifyReport`:
+verify_index(path) reads a local index without taking the writer lock (a writer may be running);
+it also takes an open index backend (UnifiedIndex, MilvusIndex). It asks the index for one
+consistent look at its storage (:meth:`IndexBackend.check`) and reports, in a typed
+:class:`VerifyReport`:
 
 - counts (rows, files, per modality), the database generation;
 - orphans: metadata rows without a vector and vector rows without metadata; vectors of the wrong size
@@ -13,44 +15,30 @@ reports, in a typed :class:`VerifyReport`:
   and the encoder rebuilt from the recorded preset still has that fingerprint (``check_encoder``);
 - media: files that no longer exist, and files whose content hash differs from the stored one.
 
-repair=True takes the writer lock (IndexLockedError while another writer runs) and, in this order:
-moves a bad faiss cache aside, removes orphan/bad/duplicate rows (one transaction), re-embeds changed
-files through the Retriever (old rows dropped and new rows written in one transaction per file
-batch, so a crash during repair leaves the previous state), optionally drops rows of missing media
-(``prune_missing``), then rebuilds and saves the faiss cache. Damage that cannot be repaired here
-(manifest or database unreadable) raises IndexCorruptError naming the file.
+repair=True opens the index as its writer (IndexLockedError while another writer runs) and, in this
+order: moves a bad faiss cache aside and removes orphan/bad/duplicate rows (one transaction; both
+:meth:`IndexBackend.repair`), re-embeds changed files through the Retriever (old rows dropped and new
+rows written in one transaction per file, so a crash during repair leaves the previous state),
+optionally drops rows of missing media (``prune_missing``), then rebuilds and saves the faiss cache.
+Damage that cannot be repaired here (manifest or database unreadable) raises IndexCorruptError
+naming the file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from .errors import IndexCorruptError, MMRError
+from .errors import MMRError
+from .index import CacheCheck, IndexBackend, IndexCheck, UnifiedIndex
+from .models import create_encoder
+from .pipeline import file_hash
+from .retriever import Retriever, video_head_of
 
 __all__ = ["verify_index", "VerifyReport", "CacheCheck", "EncoderCheck"]
-
-
-@dataclass(frozen=True)
-class CacheCheck:
-    """State of vectors.faiss: status is ok | missing | stale | corrupt | foreign."""
-
-    status: str
-    detail: str = ""
-    generation: int | None = None
-    ntotal: int | None = None
-    missing_ids: tuple[int, ...] = ()  # in SQLite, not in faiss
-    extra_ids: tuple[int, ...] = ()  # in faiss, not in SQLite
-    mismatched_ids: tuple[int, ...] = ()  # cached vector differs from the stored one
-
-    @property
-    def ok(self) -> bool:
-        # a stale or missing cache is normal (it is caught up from SQLite on open); damage is not
-        return self.status in ("ok", "stale", "missing") and not (self.missing_ids or self.extra_ids or self.mismatched_ids)
 
 
 @dataclass(frozen=True)
@@ -68,7 +56,7 @@ class EncoderCheck:
 @dataclass(frozen=True)
 class VerifyReport:
     path: str
-    generation: int
+    generation: int | None  # None for a backend without a write counter (Milvus)
     entries: int
     files: int
     counts: dict[str, int]
@@ -120,7 +108,8 @@ class VerifyReport:
     def __str__(self) -> str:
         lines = [
             f"index {self.path}: {self.entries} entries from {self.files} file(s) "
-            + "(" + ", ".join(f"{k} {v}" for k, v in self.counts.items() if k != "total") + f"), generation {self.generation}",
+            + "(" + ", ".join(f"{k} {v}" for k, v in self.counts.items() if k != "total") + ")"
+            + ("" if self.generation is None else f", generation {self.generation}"),
             f"faiss cache: {self.cache.status}" + (f" ({self.cache.detail})" if self.cache.detail else ""),
             f"encoder: {self.encoder.status}" + (f" ({self.encoder.detail})" if self.encoder.detail else ""),
         ]
@@ -141,7 +130,7 @@ def _few(items, n: int = 5) -> str:
 
 
 def verify_index(
-    path: str | os.PathLike,
+    path: str | os.PathLike | IndexBackend,
     *,
     repair: bool = False,
     check_encoder: bool = True,
@@ -151,140 +140,51 @@ def verify_index(
     device: str | None = None,
     num_workers: int | None = 0,
 ) -> VerifyReport:
-    """Check an index directory; with repair=True also fix what can be fixed (see the module doc).
+    """Check an index directory (or an open index backend); with repair=True also fix what can be
+    fixed (see the module doc).
 
     ``hash_media=False`` skips reading every indexed file (only existence is checked);
     ``prune_missing`` (with repair) removes the rows of files that no longer exist;
     ``pretrained``/``device`` are used to rebuild the encoder (fingerprint check, re-embedding).
     """
     t0 = time.perf_counter()
-    target = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    report = _inspect(target, check_encoder=check_encoder, hash_media=hash_media, pretrained=pretrained, device=device)
-    if not repair:
-        return _with(report, seconds=time.perf_counter() - t0)
-    actions = _repair(target, report, prune_missing=prune_missing, pretrained=pretrained, device=device, num_workers=num_workers)
-    after = _inspect(target, check_encoder=check_encoder, hash_media=hash_media, pretrained=pretrained, device=device)
-    return _with(after, repaired=tuple(actions), seconds=time.perf_counter() - t0)
-
-
-def _with(report: VerifyReport, **changes) -> VerifyReport:
-    import dataclasses
-
-    return dataclasses.replace(report, **changes)
+    checks = dict(check_encoder=check_encoder, hash_media=hash_media, pretrained=pretrained, device=device)
+    if isinstance(path, (str, os.PathLike)):
+        target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        with UnifiedIndex.open(target, readonly=True, load_cache=False) as ix:  # never locks
+            report = _inspect(ix, target, **checks)
+        if not repair:
+            return dataclasses.replace(report, seconds=time.perf_counter() - t0)
+        with UnifiedIndex.open(target, load_cache=False) as ix:  # the writer lock, before anything is touched
+            actions = _repair(ix, report, prune_missing=prune_missing, pretrained=pretrained, device=device,
+                              num_workers=num_workers)
+        with UnifiedIndex.open(target, readonly=True, load_cache=False) as ix:
+            after = _inspect(ix, target, **checks)
+    else:
+        where = path.path or "<in-memory>"
+        report = _inspect(path, where, **checks)
+        if not repair:
+            return dataclasses.replace(report, seconds=time.perf_counter() - t0)
+        actions = _repair(path, report, prune_missing=prune_missing, pretrained=pretrained, device=device,
+                          num_workers=num_workers)
+        after = _inspect(path, where, **checks)
+    return dataclasses.replace(after, repaired=tuple(actions), seconds=time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------------------------------- inspection
-def _inspect(target: str, *, check_encoder: bool, hash_media: bool, pretrained, device) -> VerifyReport:
-    from .index.layout import CACHE_NAME, read_manifest
-    from .index.store import DB_NAME, MetadataStore
-    from .modality import Modality
-
-    manifest = read_manifest(target)  # IndexCorruptError naming the file
-    store = MetadataStore.connect(os.path.join(target, DB_NAME), readonly=True)
-    try:
-        conn = store.conn
-        conn.execute("BEGIN")  # one snapshot for every query below
-        try:
-            meta = store.meta()
-            try:
-                db_fp = json.loads(meta.get("fingerprint", ""))
-                dim = int(meta.get("dim", ""))
-            except ValueError:
-                raise IndexCorruptError(f"{store.location}: meta table is damaged") from None
-            if dim != manifest["dim"] or meta.get("factory") != manifest["factory"] or db_fp != manifest["fingerprint"]:
-                raise IndexCorruptError(f"{target}/manifest.json disagrees with {DB_NAME} on dim, factory or fingerprint")
-            factory = manifest["factory"]
-            generation = store.generation()
-            item_ids = np.fromiter((r[0] for r in conn.execute("SELECT id FROM items ORDER BY id")), dtype=np.int64)
-            orphan_items = tuple(int(r[0]) for r in conn.execute(
-                "SELECT i.id FROM items i LEFT JOIN vectors v ON v.id = i.id WHERE v.id IS NULL ORDER BY i.id"))
-            orphan_vectors = tuple(int(r[0]) for r in conn.execute(
-                "SELECT v.id FROM vectors v LEFT JOIN items i ON i.id = v.id WHERE i.id IS NULL ORDER BY v.id"))
-            bad: list[int] = []
-            for id_, blob in conn.execute(
-                    "SELECT v.id, v.vector FROM vectors v JOIN items i ON i.id = v.id ORDER BY v.id"):
-                if not isinstance(blob, bytes) or len(blob) != 4 * dim or not np.isfinite(np.frombuffer(blob, "<f4")).all():
-                    bad.append(int(id_))
-            duplicates = tuple(int(r[0]) for r in conn.execute(
-                # every row of a (path, modality, window) except the newest one
-                "SELECT id FROM items i WHERE path IS NOT NULL AND EXISTS (SELECT 1 FROM items j WHERE "
-                "j.path = i.path AND j.modality = i.modality AND j.seg_start IS i.seg_start AND "
-                "j.seg_end IS i.seg_end AND j.id > i.id) ORDER BY id"))
-            files = {}
-            mixed = []
-            for p, n_hashes, h in conn.execute(
-                    "SELECT path, COUNT(DISTINCT IFNULL(content_hash, '')), MAX(content_hash) FROM items "
-                    "WHERE path IS NOT NULL GROUP BY path ORDER BY path"):
-                files[p] = h
-                if n_hashes > 1:
-                    mixed.append(p)
-            by_mod = dict(conn.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality").fetchall())
-            cache = _check_cache(os.path.join(target, CACHE_NAME), store, dim, factory, meta.get("uuid", ""),
-                                 generation, item_ids, set(bad))
-        finally:
-            conn.execute("COMMIT")
-    finally:
-        store.close()
-    counts = {"total": int(len(item_ids))}
-    counts.update({m.value: int(by_mod.get(m.value, 0)) for m in Modality})
-    missing, changed = _check_media(files, hash_media)
-    encoder = _check_encoder(db_fp, pretrained, device) if check_encoder else EncoderCheck("skipped")
+def _inspect(ix: IndexBackend, where: str, *, check_encoder: bool, hash_media: bool, pretrained, device) -> VerifyReport:
+    storage = ix.check()
+    missing, changed = _check_media(storage.files, hash_media)
+    encoder = _check_encoder(ix.fingerprint, pretrained, device) if check_encoder else EncoderCheck("skipped")
     return VerifyReport(
-        path=target, generation=generation, entries=int(len(item_ids)), files=len(files), counts=counts,
-        orphan_items=orphan_items, orphan_vectors=orphan_vectors, bad_vectors=tuple(bad), duplicates=duplicates,
-        cache=cache, encoder=encoder, missing_media=tuple(missing), changed_media=tuple(changed),
-        mixed_files=tuple(mixed),
+        path=where, generation=storage.generation, entries=storage.entries, files=len(storage.files),
+        counts=dict(storage.counts), orphan_items=storage.orphan_items, orphan_vectors=storage.orphan_vectors,
+        bad_vectors=storage.bad_vectors, duplicates=storage.duplicates, cache=storage.cache, encoder=encoder,
+        missing_media=tuple(missing), changed_media=tuple(changed), mixed_files=storage.mixed_files,
     )
 
 
-def _check_cache(cache_path, store, dim, factory, db_uuid, generation, item_ids, bad) -> CacheCheck:
-    import faiss
-
-    from .index.vectors import read_cache
-
-    if not os.path.exists(cache_path):
-        return CacheCheck("missing", "rebuilt from the database when the index is opened")
-    try:
-        index, header = read_cache(cache_path, dim=dim, factory=factory)
-    except IndexCorruptError as e:
-        return CacheCheck("corrupt", str(e))
-    gen = header.get("generation")
-    if header.get("uuid") != db_uuid:
-        return CacheCheck("foreign", "cache of another database (ignored and rebuilt on open)", gen, int(index.ntotal))
-    if not isinstance(gen, int) or gen > generation:
-        return CacheCheck("corrupt", f"cache claims generation {gen!r}, newer than the database's {generation}", None, int(index.ntotal))
-    cached = faiss.vector_to_array(index.id_map).astype(np.int64)
-    db = set(int(i) for i in item_ids)
-    if len(set(cached.tolist())) != len(cached):
-        return CacheCheck("corrupt", "duplicate ids inside the faiss cache", gen, int(index.ntotal))
-    if gen < generation:
-        # stale: a cached id may only be absent from SQLite if it was removed after the cache was written
-        removed = set(int(i) for i in store.removed_since(gen))
-        older = set(int(r[0]) for r in store.conn.execute("SELECT id FROM items WHERE gen <= ?", (gen,)))
-        extra = tuple(sorted(i for i in cached.tolist() if i not in db and i not in removed))
-        missing = tuple(sorted(older - set(cached.tolist())))
-        status = "stale"
-        detail = f"reflects generation {gen} of {generation}; caught up from the database on open"
-    else:
-        extra = tuple(sorted(set(cached.tolist()) - db))
-        missing = tuple(sorted(db - set(cached.tolist())))
-        status, detail = "ok", ""
-    mismatched: list[int] = []
-    if factory.strip() == "Flat" and index.ntotal:
-        inner = faiss.downcast_index(index.index)
-        stored_vecs = inner.reconstruct_n(0, index.ntotal)
-        wanted = [int(i) for i in cached if int(i) in db and int(i) not in bad]
-        pos = {int(i): n for n, i in enumerate(cached.tolist())}
-        got = store.vectors_by_id(wanted, dim) if wanted else {}
-        for i in wanted:
-            if i in got and not np.array_equal(got[i], stored_vecs[pos[i]]):
-                mismatched.append(i)
-    return CacheCheck(status, detail, gen, int(index.ntotal), missing, extra, tuple(mismatched))
-
-
-def _check_media(files: dict[str, str | None], hash_media: bool) -> tuple[list[str], list[str]]:
-    from .pipeline import file_hash
-
+def _check_media(files, hash_media: bool) -> tuple[list[str], list[str]]:
     missing, changed = [], []
     for p, h in files.items():
         if not os.path.exists(p):
@@ -308,9 +208,6 @@ def _check_encoder(fp: dict, pretrained, device) -> EncoderCheck:
     enc_fp = fp.get("encoder") if isinstance(fp, dict) else None
     if fp.get("format") != "mmretrieve-index" or not isinstance(enc_fp, dict) or "preset" not in enc_fp:
         return EncoderCheck("skipped", "not a Retriever index (no encoder record)")
-    from .models import create_encoder
-    from .retriever import video_head_of
-
     try:
         enc = create_encoder(enc_fp["preset"], device=device or "cpu", pretrained=pretrained,
                              weights=fp.get("weights_path"), video_head=video_head_of(enc_fp))
@@ -327,62 +224,29 @@ def _check_encoder(fp: dict, pretrained, device) -> EncoderCheck:
 
 
 # ---------------------------------------------------------------------------------------- repair
-def _repair(target: str, report: VerifyReport, *, prune_missing: bool, pretrained, device, num_workers) -> list[str]:
-    from .index import UnifiedIndex
-    from .index.layout import CACHE_NAME
-    from .index.locking import WriterLock
-
-    actions: list[str] = []
-    cache_path = os.path.join(target, CACHE_NAME)
-    lock = WriterLock(target)
-    lock.acquire()  # IndexLockedError before anything is touched
-    try:
-        if report.cache.status in ("corrupt", "foreign") or not report.cache.ok:
-            if os.path.exists(cache_path):
-                aside = f"{cache_path}.bad-{int(time.time())}"
-                os.replace(cache_path, aside)
-                actions.append(f"moved the bad faiss cache aside to {aside}")
-    finally:
-        lock.release()  # UnifiedIndex.open takes it again (flock is per open file description)
-
-    ix = UnifiedIndex.open(target)
-    try:
-        store = ix._store
-        drop_items = sorted(set(report.orphan_items) | set(report.bad_vectors) | set(report.duplicates))
-        # a file that lost a row (orphan metadata, bad vector) is re-embedded whole if it still exists
-        broken = sorted(set(report.orphan_items) | set(report.bad_vectors))
-        broken_paths = {h.path for h in ix.get(broken) if h.path is not None} if broken else set()
-        if drop_items or report.orphan_vectors:
-            with ix.batch():
-                if drop_items:
-                    ix.remove(drop_items)  # deletes item + vector rows, leaves tombstones for the cache
-                if report.orphan_vectors:
-                    store.conn.execute("DELETE FROM vectors WHERE id IN (SELECT value FROM json_each(?))",
-                                       (json.dumps(list(report.orphan_vectors)),))
-            if drop_items:
-                actions.append(f"removed {len(drop_items)} orphan/bad/duplicate row(s)")
-            if report.orphan_vectors:
-                actions.append(f"removed {len(report.orphan_vectors)} vector row(s) without metadata")
-        damaged_paths = set(report.changed_media) | set(report.mixed_files) | broken_paths
-        if prune_missing and report.missing_media:
-            with ix.batch():
-                n = sum(ix.remove_path(p) for p in report.missing_media)
-            actions.append(f"removed {n} row(s) of {len(report.missing_media)} missing file(s)")
-        reembed = sorted(p for p in damaged_paths if os.path.exists(p))
-        if reembed:
-            actions += _reembed(ix, reembed, pretrained, device, num_workers)
-        ix.rebuild()
-        ix._cache_gen = -1  # force save() to write a fresh, verified cache
-        ix.save()
-        actions.append("rebuilt and saved the faiss cache")
-    finally:
-        ix.close()
+def _repair(ix: IndexBackend, report: VerifyReport, *, prune_missing: bool, pretrained, device, num_workers) -> list[str]:
+    # a file that lost a row (orphan metadata, bad vector) is re-embedded whole if it still exists
+    broken = sorted(set(report.orphan_items) | set(report.bad_vectors))
+    broken_paths = {h.path for h in ix.get(broken) if h.path is not None} if broken else set()
+    actions = ix.repair(IndexCheck(
+        generation=report.generation, counts=report.counts, files={}, cache=report.cache,
+        orphan_items=report.orphan_items, orphan_vectors=report.orphan_vectors, bad_vectors=report.bad_vectors,
+        duplicates=report.duplicates, mixed_files=report.mixed_files))
+    damaged_paths = set(report.changed_media) | set(report.mixed_files) | broken_paths
+    if prune_missing and report.missing_media:
+        with ix.batch():
+            n = sum(ix.remove_path(p) for p in report.missing_media)
+        actions.append(f"removed {n} row(s) of {len(report.missing_media)} missing file(s)")
+    reembed = sorted(p for p in damaged_paths if os.path.exists(p))
+    if reembed:
+        actions += _reembed(ix, reembed, pretrained, device, num_workers)
+    ix.rebuild()
+    ix.save()
+    actions.append("rebuilt and saved the faiss cache")
     return actions
 
 
-def _reembed(ix, paths: list[str], pretrained, device, num_workers) -> list[str]:
-    from .retriever import Retriever
-
+def _reembed(ix: IndexBackend, paths: list[str], pretrained, device, num_workers) -> list[str]:
     fp = ix.fingerprint
     enc_fp = fp.get("encoder") or {}
     if fp.get("format") != "mmretrieve-index" or "preset" not in enc_fp:
@@ -391,8 +255,8 @@ def _reembed(ix, paths: list[str], pretrained, device, num_workers) -> list[str]
     r = Retriever.from_index(ix, device=device, pretrained=pretrained, num_workers=num_workers)
     metas = {}
     for p in paths:
-        rows = ix._store.conn.execute("SELECT metadata FROM items WHERE path = ? ORDER BY id DESC LIMIT 1", (p,)).fetchone()
-        metas[p] = json.loads(rows[0]) if rows else {}
+        rows = ix.entries(p)
+        metas[p] = dict(rows[-1].metadata) if rows else {}
     actions = []
     failed_all: list[tuple[str, str]] = []
     for p in paths:

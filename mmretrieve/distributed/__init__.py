@@ -1,7 +1,8 @@
 """Beyond one machine on existing engines: Ray Data for embedding, Milvus for the index.
 
 Both are optional extras (``pip install 'mmretrieve[ray]'`` / ``'mmretrieve[milvus]'``); importing this
-package imports neither engine until a function that needs it is called.
+package imports neither engine until a function that needs it is called. The Milvus backend itself
+is an index backend (``mmretrieve.index.milvus``); its names are re-exported here.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ __all__ = ["embed_with_ray", "embed_dataset", "index_with_ray", "RayIndexReport"
 _WHERE = {
     "embed_with_ray": "ray_embed", "embed_dataset": "ray_embed", "index_with_ray": "ray_embed",
     "RayIndexReport": "ray_embed",
-    "MilvusIndex": "milvus_index", "export_to_milvus": "milvus_index", "milvus_retriever": "milvus_index",
-    "build_milvus_filter": "milvus_index",
+    "MilvusIndex": "..index.milvus", "export_to_milvus": "..index.milvus", "milvus_retriever": "milvus",
+    "build_milvus_filter": "..index.milvus",
 }
 
 
@@ -24,4 +25,4 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'mmretrieve.distributed' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    return getattr(importlib.import_module(module if module.startswith(".") else f".{module}", __name__), name)

@@ -1,11 +1,17 @@
-"""The unified index: faiss inner-product vectors of every modality plus SQLite metadata.
+"""Index backends behind one contract: vectors of every modality plus their records.
 
-Modules: records (Record, Hit), store (SQLite source of truth), vectors (faiss index and its cache
-file), filters (modality / metadata filters as parameterised SQL), locking (writer lock), layout
-(directory files, atomic writes, save recovery), unified (UnifiedIndex).
+Modules: backend (IndexBackend, the contract Retriever and verify rely on), unified (UnifiedIndex:
+faiss + SQLite on one machine), milvus (MilvusIndex: a Milvus collection), records (Record, Hit),
+health (IndexCheck, CacheCheck), store (SQLite source of truth; all SQL lives there), vectors (faiss
+index and its cache file), filters (modality / metadata filters as parameterised SQL), fingerprint,
+locking (writer lock), layout (directory files, atomic writes, save recovery).
 """
+from .backend import FileState, IndexBackend
+from .health import CacheCheck, IndexCheck
+from .milvus import MilvusIndex, build_milvus_filter, export_to_milvus
 from .records import Hit, Record
 from .unified import IndexReadOnlyError, UnifiedIndex
 from .vectors import IndexTrainingError
 
-__all__ = ["UnifiedIndex", "Record", "Hit", "IndexReadOnlyError", "IndexTrainingError"]
+__all__ = ["IndexBackend", "FileState", "UnifiedIndex", "MilvusIndex", "Record", "Hit", "IndexCheck",
+           "CacheCheck", "IndexReadOnlyError", "IndexTrainingError", "build_milvus_filter", "export_to_milvus"]

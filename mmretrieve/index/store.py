@@ -270,9 +270,63 @@ class MetadataStore:
             yield (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
                    np.stack([self._decode(r[1], dim, r[0]) for r in rows]))
 
+    def path_rows(self, path: str) -> list[tuple]:
+        """(id, path, modality, seg_start, seg_end, metadata) of every row of a file, oldest first."""
+        return self.conn.execute(f"SELECT {_HIT_COLUMNS} FROM items WHERE path = ? ORDER BY id", (path,)).fetchall()
+
     def removed_since(self, gen: int) -> np.ndarray:
         cur = self.conn.execute("SELECT id FROM removed WHERE gen > ?", (gen,))
         return np.fromiter((r[0] for r in cur), dtype=np.int64)
+
+    # ---------------------------------------------------------------- integrity (verify)
+    def orphan_item_ids(self) -> tuple[int, ...]:
+        """Metadata rows without a vector."""
+        return tuple(int(r[0]) for r in self.conn.execute(
+            "SELECT i.id FROM items i LEFT JOIN vectors v ON v.id = i.id WHERE v.id IS NULL ORDER BY i.id"))
+
+    def orphan_vector_ids(self) -> tuple[int, ...]:
+        """Vector rows without metadata."""
+        return tuple(int(r[0]) for r in self.conn.execute(
+            "SELECT v.id FROM vectors v LEFT JOIN items i ON i.id = v.id WHERE i.id IS NULL ORDER BY v.id"))
+
+    def bad_vector_ids(self, dim: int) -> tuple[int, ...]:
+        """Live rows whose vector blob has the wrong length or holds NaN/inf."""
+        bad = []
+        for id_, blob in self.conn.execute(
+                "SELECT v.id, v.vector FROM vectors v JOIN items i ON i.id = v.id ORDER BY v.id"):
+            if not isinstance(blob, bytes) or len(blob) != 4 * dim or not np.isfinite(np.frombuffer(blob, "<f4")).all():
+                bad.append(int(id_))
+        return tuple(bad)
+
+    def duplicate_ids(self) -> tuple[int, ...]:
+        """Every row of a (path, modality, window) except the newest one."""
+        return tuple(int(r[0]) for r in self.conn.execute(
+            "SELECT id FROM items i WHERE path IS NOT NULL AND EXISTS (SELECT 1 FROM items j WHERE "
+            "j.path = i.path AND j.modality = i.modality AND j.seg_start IS i.seg_start AND "
+            "j.seg_end IS i.seg_end AND j.id > i.id) ORDER BY id"))
+
+    def file_hashes(self) -> tuple[dict[str, str | None], tuple[str, ...]]:
+        """(path -> recorded content hash, paths whose rows carry different hashes)."""
+        files: dict[str, str | None] = {}
+        mixed = []
+        for p, n_hashes, h in self.conn.execute(
+                "SELECT path, COUNT(DISTINCT IFNULL(content_hash, '')), MAX(content_hash) FROM items "
+                "WHERE path IS NOT NULL GROUP BY path ORDER BY path"):
+            files[p] = h
+            if n_hashes > 1:
+                mixed.append(p)
+        return files, tuple(mixed)
+
+    def ids_up_to(self, gen: int) -> set[int]:
+        """Live rows written at or before generation ``gen``."""
+        return {int(r[0]) for r in self.conn.execute("SELECT id FROM items WHERE gen <= ?", (gen,))}
+
+    def delete_vector_rows(self, ids: Sequence[int]) -> None:
+        """Drop vector rows by id (orphans: their metadata is already gone)."""
+        ids = [int(i) for i in ids]
+        for lo in range(0, len(ids), _CHUNK):
+            self.conn.execute("DELETE FROM vectors WHERE id IN (SELECT value FROM json_each(?))",
+                              (json.dumps(ids[lo:lo + _CHUNK]),))
 
     def _decode(self, blob: bytes, dim: int, id_: int) -> np.ndarray:
         if not isinstance(blob, bytes) or len(blob) != 4 * dim:
@@ -320,12 +374,15 @@ class MetadataStore:
             with contextlib.suppress(sqlite3.OperationalError):
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def backup_to(self, db_path: str) -> None:
-        """Consistent copy of the committed state into a new file (WAL mode, synced)."""
+    def backup_to(self, db_path: str, *, uuid: str | None = None) -> None:
+        """Consistent copy of the committed state into a new file (WAL mode, checkpointed), under a
+        new database ``uuid`` when given."""
         dst = sqlite3.connect(db_path, isolation_level=None)
         try:
             self.conn.backup(dst)
             dst.execute("PRAGMA journal_mode = WAL")
+            if uuid is not None:
+                dst.execute("UPDATE meta SET value = ? WHERE key = 'uuid'", (uuid,))
             dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             dst.close()

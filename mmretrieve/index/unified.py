@@ -24,6 +24,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 import uuid as uuidlib
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -37,6 +38,7 @@ from .layout import (CACHE_NAME, MANIFEST_NAME, OLD_TAG, TMP_TAG, fsync_dir, rea
                      recover_interrupted_save, sibling_name, write_manifest)
 from .locking import WriterLock
 from .fingerprint import canonical_fingerprint, fingerprint_difference
+from .health import CacheCheck, IndexCheck
 from .records import Hit, Record, as_vectors, hit_from_row, record_row
 from .store import DB_NAME, MetadataStore, is_corruption
 from .vectors import (TRAIN_SAMPLE, IndexTrainingError, make_faiss_index, read_cache, remove_ids,
@@ -61,6 +63,12 @@ def _corruption_guard(location: str) -> Iterator[None]:
         raise
 
 
+def _counts(by_modality: Mapping[str, int]) -> dict[str, int]:
+    out = {"total": int(sum(by_modality.values()))}
+    out.update({m.value: int(by_modality.get(m.value, 0)) for m in Modality})
+    return out
+
+
 class UnifiedIndex:
     """A persistent (or in-memory) multimodal vector index. Use create() or open(), not __init__."""
 
@@ -77,6 +85,7 @@ class UnifiedIndex:
         self._faiss: faiss.IndexIDMap2 | None = None
         self._faiss_gen = -1
         self._cache_gen = -1  # generation of the cache file on disk (writer)
+        self._dir = path  # the directory actually read (an interrupted save's old copy for readers)
         self._closed = False
 
     # ------------------------------------------------------------------ construction
@@ -116,9 +125,11 @@ class UnifiedIndex:
         return cls.open(target)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> "UnifiedIndex":
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False, load_cache: bool = True) -> "UnifiedIndex":
         """Open an index directory. Writers take the lock (IndexLockedError if held) and finish an
-        interrupted save; readonly opens never lock and never write. Damage -> IndexCorruptError."""
+        interrupted save; readonly opens never lock and never write. Damage -> IndexCorruptError.
+        ``load_cache=False`` leaves vectors.faiss unread (rebuilt from the database when first
+        needed), so check() can report a damaged cache and repair() set it aside."""
         target = os.path.abspath(os.path.expanduser(os.fspath(path)))
         if not readonly and os.path.isfile(os.path.join(target, MANIFEST_NAME)):
             lock: WriterLock | None = WriterLock(target)
@@ -150,7 +161,9 @@ class UnifiedIndex:
                     "fingerprint (edited or mixed from two indexes)")
             index = cls(store=store, dim=db_dim, factory=manifest["factory"], fingerprint=db_fp,
                         path=target, readonly=readonly, lock=lock)
-            index._load_cache(os.path.join(where, CACHE_NAME), meta.get("uuid", ""))
+            index._dir = where
+            if load_cache:
+                index._load_cache(os.path.join(where, CACHE_NAME), meta.get("uuid", ""))
             return index
         except BaseException:
             if store is not None:
@@ -272,10 +285,7 @@ class UnifiedIndex:
     def stats(self) -> dict:
         """{"total": n, "text": n, "image": n, "video": n, "audio": n}."""
         with self._read():
-            by = self._store.counts_by_modality()
-        out = {"total": sum(by.values())}
-        out.update({m.value: int(by.get(m.value, 0)) for m in Modality})
-        return out
+            return _counts(self._store.counts_by_modality())
 
     @property
     def generation(self) -> int:
@@ -292,6 +302,12 @@ class UnifiedIndex:
         if missing:
             raise KeyError(f"ids not in index {self.path or '<in-memory>'}: {missing[:10]}")
         return [hit_from_row(rows[i], math.nan) for i in ids]
+
+    def entries(self, path: str | os.PathLike) -> list[Hit]:
+        """Stored entries of one file (score NaN), oldest first; [] when it is not indexed."""
+        with self._read():
+            rows = self._store.path_rows(os.fspath(path))
+        return [hit_from_row(r, math.nan) for r in rows]
 
     def iter_vectors(self, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks of every live entry, read from one consistent snapshot."""
@@ -347,9 +363,11 @@ class UnifiedIndex:
         return self._faiss
 
     def rebuild(self) -> None:
-        """Rebuild the faiss index from the stored vectors (e.g. after changing faiss parameters)."""
+        """Rebuild the faiss index from the stored vectors (e.g. after changing faiss parameters);
+        the next save() writes it to the cache file."""
         with self._read():
             self._rebuild()
+            self._cache_gen = -1
 
     def _exact(self, queries: np.ndarray, k: int, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Brute-force top-k over the stored float32 vectors (all, or the given ids), streamed."""
@@ -411,6 +429,92 @@ class UnifiedIndex:
         return [[hit_from_row(rows[int(i)], float(s)) for s, i in zip(dist[r], lab[r]) if int(i) in rows]
                 for r in range(len(q))]
 
+    # ------------------------------------------------------------------ integrity
+    def check(self) -> IndexCheck:
+        """Counts, files and hashes, orphan / bad / duplicate rows and the state of vectors.faiss,
+        all from one database snapshot (with load_cache=False the cache file itself is inspected)."""
+        with self._read():
+            store = self._store
+            generation = store.generation()
+            item_ids = store.all_ids()
+            bad = store.bad_vector_ids(self.dim)
+            files, mixed = store.file_hashes()
+            by_mod = store.counts_by_modality()
+            check = IndexCheck(
+                generation=generation, counts=_counts(by_mod), files=files, cache=self._check_cache(generation, item_ids, set(bad)),
+                orphan_items=store.orphan_item_ids(), orphan_vectors=store.orphan_vector_ids(), bad_vectors=bad,
+                duplicates=store.duplicate_ids(), mixed_files=mixed)
+        return check
+
+    def _check_cache(self, generation: int, item_ids: np.ndarray, bad: set[int]) -> CacheCheck:
+        if self.path is None:
+            return CacheCheck("missing", "an in-memory index keeps no cache file")
+        cache_path = os.path.join(self._dir, CACHE_NAME)
+        if not os.path.exists(cache_path):
+            return CacheCheck("missing", "rebuilt from the database when the index is opened")
+        try:
+            index, header = read_cache(cache_path, dim=self.dim, factory=self.factory)
+        except IndexCorruptError as e:
+            return CacheCheck("corrupt", str(e))
+        gen = header.get("generation")
+        if header.get("uuid") != self._store.meta().get("uuid", ""):
+            return CacheCheck("foreign", "cache of another database (ignored and rebuilt on open)", gen, int(index.ntotal))
+        if not isinstance(gen, int) or gen > generation:
+            return CacheCheck("corrupt", f"cache claims generation {gen!r}, newer than the database's {generation}",
+                              None, int(index.ntotal))
+        cached = faiss.vector_to_array(index.id_map).astype(np.int64)
+        db = set(int(i) for i in item_ids)
+        if len(set(cached.tolist())) != len(cached):
+            return CacheCheck("corrupt", "duplicate ids inside the faiss cache", gen, int(index.ntotal))
+        if gen < generation:
+            # stale: a cached id may only be absent from SQLite if it was removed after the cache was written
+            removed = set(int(i) for i in self._store.removed_since(gen))
+            older = self._store.ids_up_to(gen)
+            extra = tuple(sorted(i for i in cached.tolist() if i not in db and i not in removed))
+            missing = tuple(sorted(older - set(cached.tolist())))
+            status = "stale"
+            detail = f"reflects generation {gen} of {generation}; caught up from the database on open"
+        else:
+            extra = tuple(sorted(set(cached.tolist()) - db))
+            missing = tuple(sorted(db - set(cached.tolist())))
+            status, detail = "ok", ""
+        mismatched: list[int] = []
+        if self.factory.strip() == "Flat" and index.ntotal:
+            stored_vecs = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
+            wanted = [int(i) for i in cached if int(i) in db and int(i) not in bad]
+            pos = {int(i): n for n, i in enumerate(cached.tolist())}
+            got = self._store.vectors_by_id(wanted, self.dim) if wanted else {}
+            for i in wanted:
+                if i in got and not np.array_equal(got[i], stored_vecs[pos[i]]):
+                    mismatched.append(i)
+        return CacheCheck(status, detail, gen, int(index.ntotal), missing, extra, tuple(mismatched))
+
+    def repair(self, check: IndexCheck) -> list[str]:
+        """Set a bad faiss cache aside, then drop orphan, bad and duplicate rows in one transaction;
+        returns what was done. Re-embedding changed files is the caller's (it needs the encoder)."""
+        self._check_writable()
+        actions: list[str] = []
+        if not check.cache.ok and self.path is not None:
+            cache_path = os.path.join(self.path, CACHE_NAME)
+            if os.path.exists(cache_path):
+                aside = f"{cache_path}.bad-{int(time.time())}"
+                os.replace(cache_path, aside)
+                actions.append(f"moved the bad faiss cache aside to {aside}")
+            with self._mutex:
+                self._faiss, self._faiss_gen, self._cache_gen = None, -1, -1
+        drop = sorted(set(check.orphan_items) | set(check.bad_vectors) | set(check.duplicates))
+        if drop or check.orphan_vectors:
+            with self.batch():
+                if drop:
+                    self._store.delete(drop)  # item + vector rows, with tombstones for the cache
+                if check.orphan_vectors:
+                    self._store.delete_vector_rows(check.orphan_vectors)
+            if drop:
+                actions.append(f"removed {len(drop)} orphan/bad/duplicate row(s)")
+            if check.orphan_vectors:
+                actions.append(f"removed {len(check.orphan_vectors)} vector row(s) without metadata")
+        return actions
+
     # ------------------------------------------------------------------ persistence
     def _write_cache(self, directory: str, uuid: str) -> int | None:
         """Write the faiss cache for the current snapshot into directory; None if untrainable yet."""
@@ -462,13 +566,7 @@ class UnifiedIndex:
             new_uuid = uuidlib.uuid4().hex
             db_path = os.path.join(tmp, DB_NAME)
             with self._read():
-                self._store.backup_to(db_path)
-                conn = sqlite3.connect(db_path, isolation_level=None)
-                try:
-                    conn.execute("UPDATE meta SET value = ? WHERE key = 'uuid'", (new_uuid,))
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    conn.close()
+                self._store.backup_to(db_path, uuid=new_uuid)
                 self._write_cache(tmp, new_uuid)
             with open(db_path, "rb+") as f:
                 os.fsync(f.fileno())

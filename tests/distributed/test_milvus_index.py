@@ -7,7 +7,8 @@ import pytest
 pytest.importorskip("pymilvus", reason="Milvus tests need the extra: pip install 'mmretrieve[milvus]' milvus-lite")
 pytest.importorskip("milvus_lite", reason="Milvus tests need Milvus Lite for local files: pip install milvus-lite")
 
-from mmretrieve.distributed.milvus_index import MilvusIndex, build_milvus_filter, export_to_milvus, milvus_retriever
+from mmretrieve.distributed import milvus_retriever
+from mmretrieve.index.milvus import MilvusIndex, build_milvus_filter, export_to_milvus
 from mmretrieve.errors import EncoderMismatchError
 from mmretrieve.index import Record, UnifiedIndex
 

@@ -1,4 +1,4 @@
-"""MilvusIndex: the UnifiedIndex interface the Retriever uses, stored in a Milvus collection.
+"""MilvusIndex: the IndexBackend contract (backend.py) kept in a Milvus collection.
 
 ``uri`` is a local Milvus Lite file (``"/data/media.db"``) or a server (``"http://host:19530"``).
 One collection holds the entries (int64 id, float vector, path, modality, window start/end, content
@@ -25,12 +25,13 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import EncoderMismatchError, IndexCorruptError
-from ..index.filters import normalize_modalities
-from ..index.fingerprint import canonical_fingerprint, fingerprint_difference
-from ..index.records import Hit, Record, as_vectors, record_row
 from ..modality import Modality
+from .filters import normalize_modalities
+from .fingerprint import canonical_fingerprint, fingerprint_difference
+from .health import CacheCheck, IndexCheck
+from .records import Hit, Record, as_vectors, record_row
 
-__all__ = ["MilvusIndex", "export_to_milvus", "milvus_retriever", "build_milvus_filter"]
+__all__ = ["MilvusIndex", "export_to_milvus", "build_milvus_filter"]
 
 _FORMAT = "mmretrieve-milvus/1"
 _META_SUFFIX = "_mmr_meta"
@@ -286,6 +287,19 @@ class MilvusIndex:
             it.close()
         return out
 
+    def _iter_rows(self, fields: list[str], batch: int = _CHUNK) -> Iterator[list[dict]]:
+        """Every row of the collection, ``batch`` at a time."""
+        it = self._client.query_iterator(self.collection, batch_size=max(1, min(batch, _MAX_LIMIT)),
+                                         output_fields=fields, filter="id >= 0 or id < 0")
+        try:
+            while True:
+                page = it.next()
+                if not page:
+                    return
+                yield page
+        finally:
+            it.close()
+
     def _count(self, expr: str = "", params: dict | None = None) -> int:
         res = self._client.query(self.collection, output_fields=["count(*)"], **self._kw(expr, params or {}))
         return int(res[0]["count(*)"]) if res else 0
@@ -445,6 +459,21 @@ class MilvusIndex:
         ids, got = self._fetch(ids, _OUTPUT)
         return [_hit(i, math.nan, got[i]) for i in ids]
 
+    def entries(self, path: str | os.PathLike) -> list[Hit]:
+        """Stored entries of one file (score NaN), in window order; [] when it is not indexed."""
+        self._check_open()
+        expr, params = self._eq("path", os.fspath(path))
+        rows = self._query(expr, params, ["id", *_OUTPUT])
+        rows.sort(key=lambda r: (r.get("seg_start") is not None, r.get("seg_start") or 0.0, int(r["id"])))
+        return [_hit(int(r["id"]), math.nan, r) for r in rows]
+
+    def iter_vectors(self, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) chunks covering every stored entry once."""
+        self._check_open()
+        for page in self._iter_rows(["id", "vector"], chunk):
+            yield (np.fromiter((int(r["id"]) for r in page), dtype=np.int64, count=len(page)),
+                   np.asarray([r["vector"] for r in page], dtype=np.float32).reshape(len(page), self.dim))
+
     def vectors(self, ids: Any) -> np.ndarray:
         """(len(ids), dim) float32 stored vectors in the given order; KeyError for unknown ids."""
         self._check_open()
@@ -469,6 +498,48 @@ class MilvusIndex:
                                   search_params={"metric_type": "IP"}, anns_field="vector",
                                   **self._kw(expr, params))
         return [[_hit(int(h["id"]), float(h["distance"]), h["entity"]) for h in row] for row in res]
+
+    # ------------------------------------------------------------------ integrity
+    def check(self) -> IndexCheck:
+        """Counts, files and hashes, NaN/inf vectors and duplicate windows, from one pass over the
+        collection. Milvus keeps metadata and vector in one row and its own vector index, so there
+        are no orphans and no cache file to check."""
+        self._check_open()
+        by_mod: dict[str, int] = {}
+        hashes: dict[str, set] = {}
+        windows: dict[tuple, list[int]] = {}
+        bad: list[int] = []
+        for page in self._iter_rows(["id", "path", "modality", "seg_start", "seg_end", "content_hash", "vector"]):
+            for r in page:
+                id_, path = int(r["id"]), r.get("path")
+                by_mod[r["modality"]] = by_mod.get(r["modality"], 0) + 1
+                if not np.isfinite(np.asarray(r["vector"], dtype=np.float32)).all():
+                    bad.append(id_)
+                if path is not None:
+                    hashes.setdefault(path, set()).add(r.get("content_hash"))
+                    windows.setdefault((path, r["modality"], r.get("seg_start"), r.get("seg_end")), []).append(id_)
+        counts = {"total": sum(by_mod.values()), **{m.value: by_mod.get(m.value, 0) for m in Modality}}
+        files = {p: max((h for h in hs if h is not None), default=None) for p, hs in sorted(hashes.items())}
+        mixed = tuple(p for p, hs in sorted(hashes.items()) if len({h or "" for h in hs}) > 1)
+        # Milvus ids carry no order: of a window stored twice, the largest id is kept
+        duplicates = tuple(sorted(i for ids in windows.values() if len(ids) > 1 for i in sorted(ids)[:-1]))
+        return IndexCheck(generation=None, counts=counts, files=files,
+                          cache=CacheCheck("ok", "no cache file: Milvus keeps its own vector index"),
+                          bad_vectors=tuple(sorted(bad)), duplicates=duplicates, mixed_files=mixed)
+
+    def repair(self, check: IndexCheck) -> list[str]:
+        """Drop the bad and duplicate rows ``check`` found (one delete); returns what was done."""
+        self._check_writable()
+        drop = sorted(set(check.orphan_items) | set(check.bad_vectors) | set(check.duplicates))
+        if not drop:
+            return []
+        with self.batch():
+            n = self.remove(drop)
+        return [f"removed {n} orphan/bad/duplicate row(s)"]
+
+    def rebuild(self) -> None:
+        """Milvus maintains its vector index itself: this only hands it every pending write."""
+        self.save()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike | None = None) -> None:
@@ -529,10 +600,10 @@ def _hit(id_: int, score: float, entity: Mapping) -> Hit:
                start=entity.get("seg_start"), end=entity.get("seg_end"), metadata=dict(meta))
 
 
-def export_to_milvus(index, uri: str, collection: str = "mmretrieve", *, index_type: str = "FLAT",
+def export_to_milvus(index: Any, uri: str, collection: str = "mmretrieve", *, index_type: str = "FLAT",
                      index_params: Mapping | None = None, token: str | None = None, overwrite: bool = False,
                      batch_size: int = _CHUNK, filter_templates: bool = False) -> MilvusIndex:
-    """Copy every entry of a UnifiedIndex (same ids, vectors, records, fingerprint) into a new collection."""
+    """Copy every entry of an index (same ids, vectors, records, fingerprint) into a new collection."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     target = MilvusIndex.create(index.dim, index.fingerprint, uri=uri, collection=collection,
@@ -555,39 +626,3 @@ def export_to_milvus(index, uri: str, collection: str = "mmretrieve", *, index_t
         target.close()
         raise
     return target
-
-
-def milvus_retriever(uri: str, collection: str = "mmretrieve", *, preset: str | None = None,
-                     device: str | None = None, pretrained: str | None = None, weights: str | None = None,
-                     video_head: str | None = None, video=None, audio_window: float | None = ...,  # type: ignore[assignment]
-                     index_type: str = "FLAT", token: str | None = None, batch_size: int = 32,
-                     num_workers: int | None = None, filter_templates: bool = False):
-    """A Retriever over a Milvus collection: opens it (rebuilding its encoder) or creates it from ``preset``."""
-    from ..retriever import Retriever
-
-    try:
-        index = MilvusIndex.open(uri, collection, token=token, filter_templates=filter_templates)
-    except FileNotFoundError:
-        index = None
-    if index is not None:
-        built_with = (index.fingerprint.get("encoder") or {}).get("preset")
-        if preset is not None and built_with != preset:
-            index.close()
-            raise EncoderMismatchError(f"{index.path} was built with preset {built_with!r}, not {preset!r}")
-        return Retriever.from_index(index, device=device, pretrained=pretrained, batch_size=batch_size, num_workers=num_workers)
-    if preset is None:
-        raise FileNotFoundError(f"no Milvus collection {collection!r} at {uri}; pass preset= to create one")
-    return Retriever.create(
-        preset,
-        device=device,
-        pretrained=pretrained,
-        weights=weights,
-        video_head=video_head,
-        video=video,
-        audio_window=audio_window,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        make_index=lambda dim, fp: MilvusIndex.create(
-            dim, fp, uri=uri, collection=collection, index_type=index_type, token=token, filter_templates=filter_templates
-        ),
-    )
