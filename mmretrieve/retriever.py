@@ -9,39 +9,16 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import EncoderMismatchError, IndexCorruptError, MediaError
-from .index import Hit, Record, UnifiedIndex
+from .index import Hit, IndexBackend, UnifiedIndex
+from .indexing import AddReport, commit_files, write_files
 from .media.video import VideoSampling
 from .modality import Modality, modality_of_path, parse_modality
-from .pipeline import Embedded, Failure, Source, Preparer, embed_sources, encode_texts, encode_windows, file_hash
+from .pipeline import Embedded, Source, Preparer, embed_sources, encode_texts, encode_windows, file_hash
 from .query import Arithmetic, AudioArray, Query, QueryLike, VideoArray, as_query, fuse
 
 __all__ = ["Retriever", "AddReport", "AddPlan", "expand_inputs", "default_video_sampling", "index_fingerprint"]
 
 _INDEX_FORMAT = "mmretrieve-index"
-
-
-@dataclass(frozen=True)
-class AddReport:
-    """What one ``add`` did. ``failed`` holds (path or '<in-memory #i>', reason) for every skipped input."""
-
-    added: tuple[str, ...] = ()
-    updated: tuple[str, ...] = ()
-    unchanged: tuple[str, ...] = ()
-    failed: tuple[tuple[str, str], ...] = ()
-    ids: tuple[int, ...] = ()
-
-    @property
-    def entries(self) -> int:
-        """Index entries written (a long video or recording gives one entry per window)."""
-        return len(self.ids)
-
-    def __str__(self) -> str:
-        lines = [
-            f"added {len(self.added)} file(s), updated {len(self.updated)}, unchanged {len(self.unchanged)}, "
-            f"failed {len(self.failed)}; {self.entries} index entries written"
-        ]
-        lines += [f"  skipped {path}: {reason}" for path, reason in self.failed]
-        return "\n".join(lines)
 
 
 def default_video_sampling(encoder) -> VideoSampling:
@@ -70,7 +47,7 @@ class Retriever:
     def __init__(
         self,
         encoder,
-        index: UnifiedIndex,
+        index: IndexBackend,
         *,
         video_sampling: VideoSampling,
         audio_window: float | None,
@@ -110,7 +87,7 @@ class Retriever:
 
         ``video`` overrides the preset's frame sampling and window; ``audio_window`` the audio window in
         seconds (None = whole recording as one entry). ``make_index(dim, fingerprint)`` builds another
-        index backend with UnifiedIndex's methods (e.g. a Milvus collection) instead of a local one.
+        index backend (an ``IndexBackend``, e.g. a Milvus collection) instead of a local one.
         """
         from .models import create_encoder
 
@@ -204,7 +181,6 @@ class Retriever:
         mod = None if modality is None else parse_modality(modality)
         sources, failed = expand_inputs(source, mod, dict(metadata or {}), recursive)
         plan = self.plan(sources)
-        added, updated, ids = [], [], []
         results = embed_sources(
             self.encoder,
             plan.to_embed,
@@ -214,25 +190,8 @@ class Retriever:
             num_workers=self.num_workers,
             progress=progress,
         )
-        pending: list[Embedded] = []
-
-        def commit() -> None:
-            ids.extend(self.write(pending))
-            for item in pending:
-                if item.source.path is not None:
-                    (updated if item.source.path in plan.replacing else added).append(item.source.path)
-            pending.clear()
-
-        for pos, item in enumerate(results):
-            if isinstance(item, Failure):
-                failed.append((item.path or f"<in-memory #{pos}>", item.reason))
-                continue
-            pending.append(item)
-            if len(pending) >= self.batch_size:
-                commit()
-        if pending:
-            commit()
-        return AddReport(tuple(added), tuple(updated), plan.unchanged, tuple(failed), tuple(ids))
+        return commit_files(self.index, results, batch_size=self.batch_size, replacing=plan.replacing,
+                            unchanged=plan.unchanged, failed=failed)
 
     def plan(self, sources: Sequence[Source]) -> AddPlan:
         """Decide what to embed: new files and changed ones; unchanged files (same content hash) are skipped."""
@@ -261,11 +220,7 @@ class Retriever:
 
         A crash loses at most this batch, never half a file.
         """
-        ids: list[int] = []
-        with self.index.batch():
-            for item in items:
-                ids.extend(self._write(item))
-        return ids
+        return write_files(self.index, items)
 
     def _unchanged(self, path: str, state) -> bool:
         old_hash, old_mtime, old_size = state
@@ -281,28 +236,6 @@ class Retriever:
             return old_hash is not None and file_hash(path) == old_hash
         except OSError:
             return False
-
-    def _write(self, item: Embedded) -> list[int]:
-        s = item.source
-        metadata = dict(s.metadata)
-        if s.modality is Modality.TEXT:
-            metadata["text"] = s.value
-        records = [
-            Record(
-                path=s.path,
-                modality=s.modality,
-                start=start,
-                end=end,
-                content_hash=item.content_hash,
-                mtime=item.mtime,
-                size=item.size,
-                metadata=metadata,
-            )
-            for start, end in item.windows
-        ]
-        if s.path is not None:
-            return list(self.index.replace_path(s.path, item.vectors, records))
-        return list(self.index.add(item.vectors, records))
 
     def remove(self, target: int | str | os.PathLike | Iterable[int]) -> int:
         """Remove entries by id(s) or every entry of a file path; returns how many were removed."""

@@ -5,8 +5,9 @@
   frames/windows, preprocess) and emit one row per window (tensor bytes + shape).
 - encode: an actor pool; each actor builds the encoder ONCE from the preset name and weights and
   encodes batches of windows (grouped by modality, the same batching rules as ``Retriever.add``).
-- writer: the driver is the single writer; it reassembles each file's windows and commits files into
-  the index in batches (one ``index.batch()`` transaction each), like ``Retriever.add``.
+- writer: the driver is the single writer; it reassembles each file's windows and hands the files to
+  ``Retriever.add``'s own commit loop (:func:`mmretrieve.indexing.commit_files`: batches of whole
+  files, one ``index.batch()`` transaction each).
 
 The same stages run on a laptop (``ray.init()`` local) or a cluster (``address="ray://..."`` or
 ``"auto"``); nothing here starts or manages a cluster. Vectors equal ``Retriever.add``'s up to float
@@ -22,8 +23,10 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from ..errors import EncoderMismatchError
+from ..indexing import AddReport, commit_files
 from ..modality import Modality
-from ..pipeline import Embedded, Preparer, Source
+from ..pipeline import Embedded, Failure, Preparer, Source
 
 __all__ = ["embed_with_ray", "embed_dataset", "index_with_ray", "RayIndexReport"]
 
@@ -32,7 +35,7 @@ __all__ = ["embed_with_ray", "embed_dataset", "index_with_ray", "RayIndexReport"
 class RayIndexReport:
     """What ``index_with_ray`` did: the AddReport plus throughput figures."""
 
-    report: Any  # mmretrieve.retriever.AddReport
+    report: AddReport
     seconds: float
     files_per_second: float
 
@@ -246,6 +249,32 @@ def embed_with_ray(inputs: Any, **kwargs: Any) -> Iterator[dict]:
 
 
 # ------------------------------------------------------------------------------------------ writer
+def _assemble_files(rows: Iterator[Mapping], to_embed: list[Source], expected_id: str) -> Iterator[Embedded | Failure]:
+    """Embedded files from the encoded window rows (a file once all its windows arrived), or failures."""
+    partial: dict[int, list[dict]] = {}
+    for raw in rows:
+        row = _public_row(raw)
+        pos = row["position"]
+        source = to_embed[pos]
+        if row["error"]:
+            yield Failure(source, row["error"])
+            continue
+        if row["encoder_id"] != expected_id:
+            raise EncoderMismatchError(
+                f"a Ray worker built encoder {row['encoder_id']} but the index needs {expected_id}; "
+                "make the same weights available on every node (pretrained=, weights=)")
+        got = partial.setdefault(pos, [])
+        got.append(row)
+        if len(got) < row["n_windows"]:
+            continue
+        del partial[pos]
+        got.sort(key=lambda r: r["window"])
+        yield Embedded(source, np.stack([r["vector"] for r in got]).astype(np.float32),
+                       tuple((r["start"], r["end"]) for r in got), row["content_hash"], row["mtime"], row["size"])
+    for pos in partial:  # cannot happen unless rows were lost
+        yield Failure(to_embed[pos], "incomplete: some windows were not returned")
+
+
 def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: Mapping | None = None,
                    recursive: bool = True, address: str | None = None, num_actors: int = 1,
                    batch_size: int | None = None, device: str | None = None, pretrained: str | None = None,
@@ -254,10 +283,10 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
 
     The driver is the single writer: unchanged files (same state as ``Retriever.add`` checks) are
     skipped, changed ones replaced, and files are committed ``batch_size`` at a time in one
-    ``index.batch()`` each. Every actor's encoder must match the index's (EncoderMismatchError).
+    ``index.batch()`` each, by ``Retriever.add``'s commit loop. Every actor's encoder must match the
+    index's (EncoderMismatchError).
     """
-    from ..errors import EncoderMismatchError
-    from ..retriever import AddReport, Retriever, video_head_of
+    from ..retriever import Retriever, video_head_of
 
     owned = not isinstance(target, Retriever)
     retriever = Retriever.load(os.fspath(target)) if owned else target
@@ -267,8 +296,7 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
         _check_args(num_actors, bs)
         sources, failed = _list_sources(inputs, modality, metadata, recursive)
         plan = retriever.plan(sources)  # the same skip/replace decisions as Retriever.add
-        to_embed, unchanged, replacing = list(plan.to_embed), list(plan.unchanged), plan.replacing
-        added, updated, ids = [], [], []
+        to_embed = list(plan.to_embed)
         if to_embed:
             _init_ray(address)
             fp = retriever.index.fingerprint
@@ -279,44 +307,11 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
                         video_head=video_head_of(enc_fp), device=device, num_actors=num_actors,
                         batch_size=bs, num_cpus_per_actor=num_cpus_per_actor,
                         num_gpus_per_actor=num_gpus_per_actor)
-            expected_id = retriever.encoder.fingerprint_id()
-            partial: dict[int, list[dict]] = {}
-            pending: list[Embedded] = []
-
-            def commit() -> None:
-                ids.extend(retriever.write(pending))  # same records and one transaction, as Retriever.add
-                for item in pending:
-                    if item.source.path is not None:
-                        (updated if item.source.path in replacing else added).append(item.source.path)
-                pending.clear()
-
-            for raw in ds.iter_rows():
-                row = _public_row(raw)
-                pos = row["position"]
-                source = to_embed[pos]
-                if row["error"]:
-                    failed.append((source.path or f"<text #{pos}>", row["error"]))
-                    continue
-                if row["encoder_id"] != expected_id:
-                    raise EncoderMismatchError(
-                        f"a Ray worker built encoder {row['encoder_id']} but the index needs {expected_id}; "
-                        "make the same weights available on every node (pretrained=, weights=)")
-                got = partial.setdefault(pos, [])
-                got.append(row)
-                if len(got) < row["n_windows"]:
-                    continue
-                del partial[pos]
-                got.sort(key=lambda r: r["window"])
-                pending.append(Embedded(
-                    source, np.stack([r["vector"] for r in got]).astype(np.float32),
-                    tuple((r["start"], r["end"]) for r in got), row["content_hash"], row["mtime"], row["size"]))
-                if len(pending) >= bs:
-                    commit()
-            if pending:
-                commit()
-            for pos in partial:  # cannot happen unless rows were lost
-                failed.append((to_embed[pos].path or f"<text #{pos}>", "incomplete: some windows were not returned"))
-        report = AddReport(tuple(added), tuple(updated), tuple(unchanged), tuple(failed), tuple(ids))
+            files = _assemble_files(ds.iter_rows(), to_embed, retriever.encoder.fingerprint_id())
+            report = commit_files(retriever.index, files, batch_size=bs, replacing=plan.replacing,
+                                  unchanged=plan.unchanged, failed=failed)
+        else:
+            report = AddReport(unchanged=tuple(plan.unchanged), failed=tuple(failed))
     finally:
         if owned:
             retriever.close()
