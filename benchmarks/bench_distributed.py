@@ -61,7 +61,7 @@ def main() -> None:
         ray_s = out.seconds
         print(f"index_with_ray ({args.actors} actor(s), {args.cpus} CPUs): {n} images in {ray_s:6.1f} s = "
               f"{n / ray_s:6.1f} items/s (ratio to Retriever.add {local_s / ray_s:.2f}; includes actor start-up)")
-        ids = r.index._store.all_ids()
+        ids = np.concatenate([chunk for chunk, _ in r.index.iter_vectors()])
         a, b = r.index.vectors(ids), r2.index.vectors(ids)
         print(f"max |vector difference| vs Retriever.add: {float(np.abs(a - b).max()):.2e}")
         ray.shutdown()

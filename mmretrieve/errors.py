@@ -11,6 +11,7 @@ __all__ = [
     "WeightsUnavailableError",
     "IndexCorruptError",
     "IndexLockedError",
+    "IndexReadOnlyError",
 ]
 
 
@@ -46,3 +47,7 @@ class IndexCorruptError(MMRError):
 
 class IndexLockedError(MMRError):
     """Another process holds the write lock of an index."""
+
+
+class IndexReadOnlyError(MMRError, PermissionError):
+    """A write was attempted on an index opened with readonly=True."""

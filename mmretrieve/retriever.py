@@ -81,7 +81,7 @@ class Retriever:
         audio_window: float | None = ...,  # type: ignore[assignment]
         batch_size: int = 32,
         num_workers: int | None = None,
-        make_index: Callable[[int, dict], Any] | None = None,
+        make_index: Callable[[int, dict], IndexBackend] | None = None,
     ) -> "Retriever":
         """A new, empty retriever. ``path`` keeps the index on disk from the start (else in memory until ``save``).
 
@@ -125,7 +125,7 @@ class Retriever:
     @classmethod
     def from_index(
         cls,
-        index: Any,
+        index: IndexBackend,
         *,
         device: str | None = None,
         pretrained: str | None = None,

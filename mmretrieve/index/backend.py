@@ -84,7 +84,7 @@ class IndexBackend(Protocol):
         """Stored entries by id, in the given order (score NaN); KeyError for unknown ids."""
 
     def entries(self, path: str | os.PathLike) -> list[Hit]:
-        """Stored entries of one file (score NaN), oldest first; [] when it is not indexed."""
+        """Stored entries of one file (score NaN) in window order; [] when it is not indexed."""
 
     def iter_vectors(self, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks covering every stored entry once."""

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import EncoderMismatchError, IndexCorruptError
+from ..errors import EncoderMismatchError, IndexCorruptError, IndexReadOnlyError
 from ..modality import Modality
 from .filters import normalize_modalities
 from .fingerprint import canonical_fingerprint, fingerprint_difference
@@ -251,7 +251,8 @@ class MilvusIndex:
     def _check_writable(self) -> None:
         self._check_open()
         if self.readonly:
-            raise PermissionError(f"Milvus index {self.path} was opened with readonly=True")
+            raise IndexReadOnlyError(f"Milvus index {self.path} was opened with readonly=True; open it without "
+                                     "readonly to modify it")
 
     def _filter(self, modality: Any = None, where: Mapping | None = None) -> tuple[str, dict]:
         built = build_milvus_filter(modality, where, templates=self.filter_templates)

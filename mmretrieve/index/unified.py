@@ -31,7 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import faiss
 import numpy as np
 
-from ..errors import EncoderMismatchError, IndexCorruptError, MMRError
+from ..errors import EncoderMismatchError, IndexCorruptError, IndexReadOnlyError, MMRError
 from ..modality import Modality
 from .filters import build_filter
 from .layout import (CACHE_NAME, MANIFEST_NAME, OLD_TAG, TMP_TAG, fsync_dir, read_manifest,
@@ -45,12 +45,6 @@ from .vectors import (TRAIN_SAMPLE, IndexTrainingError, make_faiss_index, read_c
                       search_index, train_index, validate_factory, write_cache)
 
 __all__ = ["UnifiedIndex", "IndexReadOnlyError"]
-
-
-class IndexReadOnlyError(MMRError, PermissionError):
-    """A write was attempted on an index opened with readonly=True."""
-
-
 
 
 @contextlib.contextmanager
@@ -304,7 +298,8 @@ class UnifiedIndex:
         return [hit_from_row(rows[i], math.nan) for i in ids]
 
     def entries(self, path: str | os.PathLike) -> list[Hit]:
-        """Stored entries of one file (score NaN), oldest first; [] when it is not indexed."""
+        """Stored entries of one file (score NaN) in the order they were written (window order);
+        [] when it is not indexed."""
         with self._read():
             rows = self._store.path_rows(os.fspath(path))
         return [hit_from_row(r, math.nan) for r in rows]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from index_helpers import unit_vectors
 
-from mmretrieve.errors import EncoderMismatchError
+from mmretrieve.errors import EncoderMismatchError, IndexReadOnlyError
 from mmretrieve.index import IndexBackend, MilvusIndex, Record, UnifiedIndex
 from mmretrieve.index.fingerprint import canonical_fingerprint
 from mmretrieve.modality import Modality
@@ -34,8 +34,8 @@ class Local:
     def create(self) -> UnifiedIndex:
         return UnifiedIndex.create(DIM, FP, factory=self.factory, path=self.path)
 
-    def reopen(self) -> UnifiedIndex:
-        return UnifiedIndex.open(self.path)
+    def reopen(self, readonly: bool = False) -> UnifiedIndex:
+        return UnifiedIndex.open(self.path, readonly=readonly)
 
 
 class Milvus:
@@ -48,8 +48,8 @@ class Milvus:
     def create(self) -> MilvusIndex:
         return MilvusIndex.create(DIM, FP, uri=self.uri, collection="contract")
 
-    def reopen(self) -> MilvusIndex:
-        return MilvusIndex.open(self.uri, "contract")
+    def reopen(self, readonly: bool = False) -> MilvusIndex:
+        return MilvusIndex.open(self.uri, "contract", readonly=readonly)
 
 
 @pytest.fixture(params=[
@@ -66,7 +66,7 @@ def backend(request, tmp_path):
         return index
 
     maker.create_tracked = lambda: track(maker.create())
-    maker.reopen_tracked = lambda: track(maker.reopen())
+    maker.reopen_tracked = lambda readonly=False: track(maker.reopen(readonly))
     yield maker
     for index in opened:
         index.close()
@@ -274,6 +274,22 @@ def test_reopen_keeps_everything(backend):
     after = again.search(vecs[:4], 5, where={"colour": "blue"})
     assert [[h.id for h in row] for row in after] == [[h.id for h in row] for row in before]
     assert [h.metadata for h in again.entries("/v.mp4")] == [{"album": "x"}, {"album": "x"}]
+
+
+def test_readonly_reads_and_refuses_every_write(backend):
+    ix, vecs, recs, ids = _filled(backend)
+    ix.close()
+    ro = backend.reopen_tracked(readonly=True)
+    assert len(ro) == 120 and ro.search(vecs[0], 1)[0][0].id == ids[0]
+    writes = [lambda: ro.add(vecs[:1], recs[:1]), lambda: ro.replace_path(recs[0].path, vecs[:1], recs[:1]),
+              lambda: ro.remove(ids[:1]), lambda: ro.remove_path(recs[0].path), lambda: ro.repair(ro.check())]
+    for write in writes:
+        with pytest.raises(IndexReadOnlyError, match="readonly"):
+            write()
+    with pytest.raises(IndexReadOnlyError):
+        with ro.batch():
+            pass
+    assert len(ro) == 120
 
 
 # ------------------------------------------------------------------------------------ integrity (verify)
