@@ -426,8 +426,8 @@ class UnifiedIndex:
 
     # ------------------------------------------------------------------ integrity
     def check(self) -> IndexCheck:
-        """Counts, files and hashes, orphan / bad / duplicate rows and the state of vectors.faiss,
-        all from one database snapshot (with load_cache=False the cache file itself is inspected)."""
+        """Counts, files and hashes, orphan / bad / duplicate rows, and how the vectors.faiss file on
+        disk agrees with the database, all from one database snapshot."""
         with self._read():
             store = self._store
             generation = store.generation()
