@@ -1,20 +1,41 @@
-"""Evaluation with the standard retrieval protocols (R@1/5/10, median and mean rank, both directions)."""
+"""Evaluation with the standard retrieval protocols (R@1/5/10, median and mean rank, mAP@10, both
+directions), each reference convention a named option (see ``metrics``)."""
 from .metrics import (
+    CONVENTIONS,
+    MEDIANS,
+    TIES,
+    X2T,
+    PositiveRanks,
+    describe_conventions,
     evaluate_pair,
     format_table,
+    mean_average_precision,
+    median_rank,
     metrics_from_ranks,
+    positive_ranks,
     ranks_of_positives,
     retrieval_metrics,
+    retrieval_metrics_grouped,
     retrieval_metrics_multi,
     similarity_blocks,
 )
 
 __all__ = [
+    "TIES",
+    "MEDIANS",
+    "X2T",
+    "CONVENTIONS",
+    "PositiveRanks",
     "similarity_blocks",
+    "positive_ranks",
     "ranks_of_positives",
+    "median_rank",
+    "mean_average_precision",
     "metrics_from_ranks",
     "retrieval_metrics",
     "retrieval_metrics_multi",
+    "retrieval_metrics_grouped",
     "evaluate_pair",
+    "describe_conventions",
     "format_table",
 ]

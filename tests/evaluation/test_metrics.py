@@ -24,7 +24,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def test_identity_is_perfect():
     e = np.eye(20, dtype=np.float32)
     m = retrieval_metrics(e, e, list(range(20)))
-    assert m == {"R@1": 100.0, "R@5": 100.0, "R@10": 100.0, "MdR": 1.0, "MnR": 1.0, "queries": 20}
+    assert m == {"R@1": 100.0, "R@5": 100.0, "R@10": 100.0, "MdR": 1.0, "MnR": 1.0, "mAP@10": 100.0, "queries": 20}
 
 
 def test_known_rank_per_query():
@@ -38,7 +38,11 @@ def test_known_rank_per_query():
         queries[i, order] = np.linspace(1.0, 0.0, n)
     m = retrieval_metrics(queries, items, list(range(n)))
     assert m["R@1"] == pytest.approx(5.0) and m["R@5"] == pytest.approx(25.0) and m["R@10"] == pytest.approx(50.0)
-    assert m["MdR"] == 10.5 and m["MnR"] == 10.5
+    # ranks 1..20: floor(median of 0..19 = 9.5) + 1 = 10; the 1-based midpoint is 10.5
+    assert m["MdR"] == 10.0 and m["MnR"] == 10.5
+    assert retrieval_metrics(queries, items, list(range(n)), median="midpoint")["MdR"] == 10.5
+    # mAP@10 with one positive: mean of 1/rank over ranks <= 10 = H_10 / 20 = (7381 / 2520) / 20
+    assert m["mAP@10"] == pytest.approx(100 * 7381 / 2520 / 20)
     assert ranks_of_positives(queries, items, [[i] for i in range(n)]).tolist() == list(range(1, n + 1))
 
 
@@ -50,17 +54,20 @@ def test_reversed_pairing():
     e = np.eye(n, dtype=np.float32)
     target = list(range(n - 1, -1, -1))
     centre = n // 2  # the middle query's reversed target is itself
-    r = ranks_of_positives(e, e, [[t] for t in target])
+    r = ranks_of_positives(e, e, [[t] for t in target], ties="pessimistic")
     assert r[centre] == 1 and all(r[i] == n for i in range(n) if i != centre)
+    # item order: 1 (the query's own item) + the zero-scored items with a lower index than the target
+    assert ranks_of_positives(e, e, [[t] for t in target]).tolist() == [9, 8, 7, 6, 1, 5, 4, 3, 2]
     ro = ranks_of_positives(e, e, [[t] for t in target], ties="optimistic")
     assert ro[centre] == 1 and all(ro[i] == 2 for i in range(n) if i != centre)
-    m = retrieval_metrics(e, e, target)
+    m = retrieval_metrics(e, e, target, ties="pessimistic")
     assert m["R@1"] == pytest.approx(100 / n) and m["MdR"] == n
 
 
 def test_collapsed_embeddings_are_not_flattered():
     same = np.ones((10, 4), dtype=np.float32)
-    assert retrieval_metrics(same, same, list(range(10)))["R@1"] == 0.0
+    assert retrieval_metrics(same, same, list(range(10)), ties="pessimistic")["R@1"] == 0.0
+    assert ranks_of_positives(same, same, [[i] for i in range(10)]).tolist() == list(range(1, 11))  # item order
     assert retrieval_metrics(same, same, list(range(10)), ties="optimistic")["R@1"] == 100.0
 
 
@@ -74,7 +81,8 @@ def test_multi_positive_counts_best_caption():
     r = ranks_of_positives(items, texts, [[0, 1, 2], [3, 4, 5]])
     assert r.tolist() == [1, 4]
     m = retrieval_metrics_multi(items, texts, [[0, 1, 2], [3, 4, 5]])
-    assert m["R@1"] == 50.0 and m["R@5"] == 100.0 and m["MdR"] == 2.5
+    assert m["R@1"] == 50.0 and m["R@5"] == 100.0 and m["MdR"] == 2.0  # floor(median(0, 3)) + 1
+    assert retrieval_metrics_multi(items, texts, [[0, 1, 2], [3, 4, 5]], median="midpoint")["MdR"] == 2.5
 
 
 @pytest.mark.parametrize("block", [1, 7, 64, 4096])
@@ -147,7 +155,7 @@ def test_table_and_json():
     res = evaluate_pair(e, e, [0, 1, 2, 3])
     table = format_table(res)
     lines = table.splitlines()
-    assert lines[0].split() == ["direction", "R@1", "R@5", "R@10", "MdR", "MnR", "queries"]
+    assert lines[0].split() == ["direction", "R@1", "R@5", "R@10", "MdR", "MnR", "mAP@10", "queries"]
     assert lines[2].split()[:2] == ["text->item", "100.0"] and lines[3].startswith("item->text")
     assert len({len(line) for line in lines}) == 1  # aligned
     assert json.loads(json.dumps(res)) == res
