@@ -1,7 +1,10 @@
 """mmretrieve eval (--checkpoint DIR | --preset NAME) --protocol P --data DIR [--json FILE]
 
 Standard protocols: coco-5k, msrvtt-1k-a, clotho-eval, synthetic (see mmretrieve.evaluation.evaluate).
-``--split`` accepts the dataset's split name instead (1k-A, karpathy-test, evaluation).
+``--split`` accepts the dataset's split name instead (1k-A, karpathy-test, evaluation). The report
+names its conventions (ties, median rank, item->text rule, mAP@10); ``--ties`` and ``--median`` pick
+others (mmretrieve.evaluation.metrics). A checkpoint trained with ``data.max_words`` is evaluated
+with its captions cut the same way unless ``--max-words`` says otherwise.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ _SPLIT_TO_PROTOCOL = {"1k-a": "msrvtt-1k-a", "karpathy-test": "coco-5k", "5k": "
 
 def register(sub) -> None:
     from ..evaluation.evaluate import PROTOCOLS
+    from ..evaluation.metrics import MEDIANS, TIES
 
     p = sub.add_parser("eval", help="evaluate an encoder or a training checkpoint with the standard retrieval protocols")
     src = p.add_mutually_exclusive_group(required=True)
@@ -29,6 +33,14 @@ def register(sub) -> None:
     p.add_argument("--num-frames", type=int, default=None, help="frames per video (default: the checkpoint's / preset's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--skip-missing", action="store_true", help="leave out items whose media are missing, and report them")
+    p.add_argument("--ties", choices=TIES, default="item-order",
+                   help="placing of items that score the same as a positive (default: item-order, as open_clip)")
+    p.add_argument("--median", choices=MEDIANS, default="floor",
+                   help="MdR convention: floor = floor(median of 0-based ranks)+1 (open_clip, LAION-CLAP; default), "
+                        "midpoint = median of 1-based ranks (CLIP4Clip)")
+    p.add_argument("--max-words", type=int, default=None, metavar="N",
+                   help="cut captions to N tokens, start and end included (default: the checkpoint's data.max_words, "
+                        "else the full context)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     add_pretrained(p)
     add_device(p)
@@ -36,7 +48,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import results_table, run_protocol, write_results
+    from ..evaluation.evaluate import conventions_for, conventions_text, results_table, run_protocol, write_results
     from ..models import create_encoder
 
     protocol = args.protocol
@@ -47,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if protocol is None:
             raise ValueError(f"--split {args.split!r}: no standard protocol; use one of {', '.join(_SPLIT_TO_PROTOCOL)}")
     num_frames = args.num_frames
+    max_words = args.max_words
     if args.checkpoint:
         state_path = os.path.join(args.checkpoint, "state.json")
         if not os.path.isfile(state_path):
@@ -61,15 +74,21 @@ def run(args: argparse.Namespace) -> int:
         encoder = create_encoder(preset, device=args.device, pretrained=args.pretrained or state["config"]["model"].get("pretrained"),
                                  weights=os.path.join(args.checkpoint, "model.safetensors"), video_head=state.get("video_head"))
         num_frames = num_frames or state.get("num_frames")
+        if max_words is None:
+            max_words = state.get("config", {}).get("data", {}).get("max_words")
         label = args.checkpoint
     else:
         encoder = create_encoder(args.preset, device=args.device, pretrained=args.pretrained, weights=args.weights)
         label = args.preset
     results = run_protocol(protocol, encoder, args.data, num_frames=num_frames, batch_size=args.batch_size,
-                           skip_missing=args.skip_missing)
+                           skip_missing=args.skip_missing, ties=args.ties, median=args.median, max_words=max_words)
+    conventions = conventions_for(list(results), ties=args.ties, median=args.median)
     print(f"{protocol}: {label}")
     print(results_table(results))
+    print(conventions_text(conventions))
+    print(f"  captions: {'cut to ' + str(max_words) + ' tokens' if max_words else 'full tokenizer context'}")
     if args.json:
-        write_results(results, args.json, {"protocol": protocol, "encoder": label, "encoder_id": encoder.fingerprint_id()})
+        write_results(results, args.json, {"protocol": protocol, "encoder": label, "encoder_id": encoder.fingerprint_id(),
+                                           "conventions": conventions, "max_words": max_words})
         print(f"wrote {args.json}")
     return 0

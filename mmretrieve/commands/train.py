@@ -59,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
         print(results_table(result.val))
     print(f"trained {result.step} steps; checkpoints in {config.run.out}/checkpoints, log {config.run.out}/log.csv")
     if result.best:
-        print(f"best: step {result.best['step']} (mean text->item R@1 {result.best['mean_t2x_R@1']:.1f}) in {config.run.out}/best")
+        label, value = next((k, v) for k, v in result.best.items() if k != "step")
+        what = {"mean_t2x_R@1": "mean text->item R@1", "mean_mAP@10": "mean mAP@10 of both directions"}.get(label, label)
+        print(f"best: step {result.best['step']} ({what} {value:.1f} on the validation split) in {config.run.out}/best")
+    elif not result.val:
+        print(f"no validation split (data.val_split={config.data.val_split}): no best checkpoint; "
+              f"evaluate {config.run.out}/last")
     if config.run.export:
         print(f"exported weights: {config.run.export}")
     return 0

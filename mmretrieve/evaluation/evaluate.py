@@ -13,6 +13,13 @@ Protocols (the field's conventions):
 
 Similarities are exact and computed in blocks (``metrics.similarity_blocks``), so 25k x 5k fits in
 memory. Media are decoded and preprocessed deterministically, exactly as when indexing a whole clip.
+
+Conventions (``metrics.CONVENTIONS``; each report names the ones used): ties broken by item order and
+MdR = floor(median of 0-based ranks) + 1 (open_clip, LAION-CLAP) unless ``ties`` / ``median`` say
+otherwise; item->text counts any own caption among all captions (COCO, Clotho), except for video, where
+CLIP4Clip's multi-sentence rule ranks each video's best caption (``default_x2t``); mAP@10 as DCASE and
+LAION-CLAP compute it. ``max_words`` truncates every caption to that many tokens (start and end token
+included), as CLIP4Clip's ``max_words`` does; None keeps the tokenizer's full context.
 """
 from __future__ import annotations
 
@@ -26,10 +33,10 @@ import torch
 from mmretrieve.data.common import Dataset, Sample
 from mmretrieve.modality import Modality
 
-from .metrics import evaluate_pair, format_table, retrieval_metrics_multi
+from .metrics import describe_conventions, evaluate_pair, format_table, retrieval_metrics_multi
 
 __all__ = ["PROTOCOLS", "embed_samples", "embed_captions", "evaluate_samples", "evaluate_synthetic",
-           "run_protocol", "results_table", "write_results"]
+           "run_protocol", "results_table", "write_results", "default_x2t", "conventions_for", "conventions_text"]
 
 PROTOCOLS = ("coco-5k", "msrvtt-1k-a", "clotho-eval", "synthetic")
 
@@ -42,12 +49,13 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def embed_captions(encoder, captions: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
-    """(N, D) float32 L2-normalised text vectors."""
+def embed_captions(encoder, captions: Sequence[str], *, batch_size: int = 256, max_words: int | None = None) -> np.ndarray:
+    """(N, D) float32 L2-normalised text vectors (captions cut to ``max_words`` tokens when given)."""
     out = []
     with torch.inference_mode(), _autocast(encoder.device):
         for i in range(0, len(captions), batch_size):
-            out.append(torch.nn.functional.normalize(encoder.encode_text(list(captions[i:i + batch_size])).float(), dim=-1).cpu())
+            v = encoder.encode_text(list(captions[i:i + batch_size]), max_words=max_words)
+            out.append(torch.nn.functional.normalize(v.float(), dim=-1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, encoder.dim), np.float32)
 
 
@@ -95,22 +103,50 @@ def embed_samples(encoder, samples: Sequence[Sample], *, num_frames: int | None 
     return torch.cat(out).numpy()
 
 
+def default_x2t(modality: Modality | str) -> str:
+    """The item->text convention of a modality's reference: CLIP4Clip's best-caption rule for video,
+    any-caption (COCO, Clotho, open_clip) otherwise."""
+    return "best-caption" if Modality(modality) is Modality.VIDEO else "any-caption"
+
+
+def conventions_for(modalities: Sequence[str], *, ties: str = "item-order", median: str = "floor") -> dict:
+    """``{modality: {convention: description}}`` for the modalities of a result."""
+    return {m: describe_conventions(ties, median, default_x2t(m)) for m in modalities}
+
+
+def conventions_text(conventions: dict) -> str:
+    """The conventions of a result as indented lines (shared conventions once, x2t per modality)."""
+    if not conventions:
+        return "conventions: (no results)"
+    first = next(iter(conventions.values()))
+    lines = ["conventions:"]
+    for key in ("ties", "median", "map"):
+        lines.append(f"  {key}: {first[key]}")
+    for modality, conv in conventions.items():
+        lines.append(f"  x2t ({modality}): {conv['x2t']}")
+    return "\n".join(lines)
+
+
 def evaluate_samples(encoder, samples: Sequence[Sample] | Dataset, *, num_frames: int | None = None,
-                     batch_size: int = 32, progress: bool = False, cache: dict | None = None) -> dict:
+                     batch_size: int = 32, progress: bool = False, cache: dict | None = None,
+                     ties: str = "item-order", median: str = "floor", x2t: str | None = None,
+                     max_words: int | None = None) -> dict:
     """Standard protocol on one modality: every caption queries the items (``t2x``), every item
-    queries the captions, any of its own counting (``x2t``)."""
+    queries the captions (``x2t``; None = the modality's reference convention, ``default_x2t``)."""
     samples = tuple(samples.samples if isinstance(samples, Dataset) else samples)
     caps, owner = [], []
     for i, s in enumerate(samples):
         caps.extend(s.captions)
         owner.extend([i] * len(s.captions))
     items = embed_samples(encoder, samples, num_frames=num_frames, batch_size=batch_size, progress=progress, cache=cache)
-    texts = embed_captions(encoder, caps)
-    return evaluate_pair(texts, items, owner)
+    texts = embed_captions(encoder, caps, max_words=max_words)
+    x2t = x2t or (default_x2t(samples[0].modality) if samples else "any-caption")
+    return evaluate_pair(texts, items, owner, ties=ties, median=median, x2t=x2t)
 
 
 def evaluate_synthetic(encoder, samples: Sequence[Sample], *, num_frames: int | None = None,
-                       complete_only: bool = True, cache: dict | None = None) -> dict:
+                       complete_only: bool = True, cache: dict | None = None, ties: str = "item-order",
+                       median: str = "floor", max_words: int | None = None) -> dict:
     """Attribute-aware text->X metrics on synthetic items (Samples whose metadata hold attributes and
     mentions), plus the strict protocol and the chance level of R@1 for the same queries."""
     from mmretrieve.data.synthetic import SyntheticItem, caption_queries
@@ -119,32 +155,37 @@ def evaluate_synthetic(encoder, samples: Sequence[Sample], *, num_frames: int | 
                            tuple(dict(m) for m in s.metadata["mentions"])) for s in samples]
     queries = caption_queries(items, complete_only=complete_only)
     vecs = embed_samples(encoder, samples, num_frames=num_frames, cache=cache)
-    texts = embed_captions(encoder, [q.text for q in queries])
-    t2x = retrieval_metrics_multi(texts, vecs, [q.relevant for q in queries])
+    texts = embed_captions(encoder, [q.text for q in queries], max_words=max_words)
+    t2x = retrieval_metrics_multi(texts, vecs, [q.relevant for q in queries], ties=ties, median=median)
     t2x["chance_R@1"] = float(100.0 * np.mean([len(q.relevant) / len(items) for q in queries]))
-    strict = evaluate_pair(embed_captions(encoder, [c for s in samples for c in s.captions]), vecs,
-                           [i for i, s in enumerate(samples) for _ in s.captions])
+    strict = evaluate_pair(embed_captions(encoder, [c for s in samples for c in s.captions], max_words=max_words), vecs,
+                           [i for i, s in enumerate(samples) for _ in s.captions], ties=ties, median=median,
+                           x2t=default_x2t(samples[0].modality))
     return {"t2x": t2x, "x2t": strict["x2t"], "t2x_strict": strict["t2x"]}
 
 
 def run_protocol(protocol: str, encoder, root: str | os.PathLike | None = None, *, num_frames: int | None = None,
-                 batch_size: int = 32, progress: bool = True, skip_missing: bool = False, seed: int = 0) -> dict:
-    """Read the protocol's split under ``root`` and evaluate. Returns ``{modality: {direction: metrics}}``."""
+                 batch_size: int = 32, progress: bool = True, skip_missing: bool = False, seed: int = 0,
+                 ties: str = "item-order", median: str = "floor", max_words: int | None = None) -> dict:
+    """Read the protocol's split under ``root`` and evaluate. Returns ``{modality: {direction: metrics}}``;
+    ``conventions_for(result, ties=..., median=...)`` names the conventions used."""
+    conv = {"ties": ties, "median": median, "max_words": max_words}
     if protocol == "coco-5k":
         from mmretrieve.data.coco import read_coco
 
         ds = read_coco(_need(root, protocol), "karpathy-test", skip_missing=skip_missing)
-        return {"image": evaluate_samples(encoder, ds, batch_size=batch_size, progress=progress)}
+        return {"image": evaluate_samples(encoder, ds, batch_size=batch_size, progress=progress, **conv)}
     if protocol == "msrvtt-1k-a":
         from mmretrieve.data.msrvtt import read_msrvtt
 
         ds = read_msrvtt(_need(root, protocol), "1k-A", skip_missing=skip_missing)
-        return {"video": evaluate_samples(encoder, ds, num_frames=num_frames, batch_size=batch_size, progress=progress)}
+        return {"video": evaluate_samples(encoder, ds, num_frames=num_frames, batch_size=batch_size, progress=progress,
+                                          **conv)}
     if protocol == "clotho-eval":
         from mmretrieve.data.clotho import read_clotho
 
         ds = read_clotho(_need(root, protocol), "evaluation", skip_missing=skip_missing)
-        return {"audio": evaluate_samples(encoder, ds, batch_size=batch_size, progress=progress)}
+        return {"audio": evaluate_samples(encoder, ds, batch_size=batch_size, progress=progress, **conv)}
     if protocol == "synthetic":
         from mmretrieve.data.synthetic import load_corpus, make_corpus
         from mmretrieve.train.data import synthetic_samples
@@ -160,7 +201,7 @@ def run_protocol(protocol: str, encoder, root: str | os.PathLike | None = None, 
         for m in (Modality.IMAGE, Modality.VIDEO, Modality.AUDIO):
             items = synthetic_samples(corpus.of(m))
             if len(items) >= 2:
-                out[m.value] = evaluate_synthetic(encoder, items, num_frames=num_frames)
+                out[m.value] = evaluate_synthetic(encoder, items, num_frames=num_frames, **conv)
         return out
     raise ValueError(f"protocol: unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 

@@ -31,7 +31,7 @@ from .temporal import HEADS, make_head
 from .weights import (ResolvedWeights, describe_load_error, load_safetensors, resolve_pretrained, save_safetensors,
                       sha256_file)
 
-__all__ = ["MultiModalEncoder", "create_encoder", "UntrainedAudioWarning", "FINGERPRINT_FORMAT"]
+__all__ = ["MultiModalEncoder", "create_encoder", "truncate_tokens", "UntrainedAudioWarning", "FINGERPRINT_FORMAT"]
 
 FINGERPRINT_FORMAT = 1
 _WEIGHTS_FORMAT = "mmretrieve-encoder-weights/1"
@@ -96,23 +96,29 @@ class MultiModalEncoder(nn.Module):
         """Mono float32 at ``preset.audio.sample_rate`` -> (1, n_mels, target_frames) on the CPU."""
         return self.audio_frontend(samples)
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Token ids (N, context_length) on the CPU."""
+    def tokenize(self, texts: Sequence[str], *, max_words: int | None = None) -> torch.Tensor:
+        """Token ids (N, context_length) on the CPU. ``max_words`` keeps at most that many tokens per
+        text, start and end tokens included (CLIP4Clip's ``max_words``): a longer text keeps its first
+        ``max_words - 1`` tokens and its end token, the rest is padding, which the causal text tower
+        never attends to, so the vector equals that of a ``max_words``-token context."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}]: expected str, got {type(t).__name__}")
         if self._tokenizer is None:
             self._tokenizer = self._tokenizer_factory()
-        return self._tokenizer(texts)
+        tokens = self._tokenizer(texts)
+        if max_words is not None:
+            tokens = truncate_tokens(tokens, max_words)
+        return tokens
 
     # ------------------------------------------------------------------- encoders
     def _param_dtype(self) -> torch.dtype:
         return next(self.clip.parameters()).dtype
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """(N, D) float32, L2-normalised."""
-        tokens = self.tokenize(texts)
+    def encode_text(self, texts: Sequence[str], *, max_words: int | None = None) -> torch.Tensor:
+        """(N, D) float32, L2-normalised (texts cut to ``max_words`` tokens when given, see ``tokenize``)."""
+        tokens = self.tokenize(texts, max_words=max_words)
         if tokens.shape[0] == 0:
             return torch.empty(0, self.dim, device=self.device)
         feats = self.clip.encode_text(tokens.to(self.device))
@@ -259,6 +265,25 @@ class MultiModalEncoder(nn.Module):
 
 
 # ---------------------------------------------------------------------- factory
+def truncate_tokens(tokens: torch.Tensor, max_words: int) -> torch.Tensor:
+    """CLIP token rows cut to ``max_words`` tokens: rows whose end token (the highest id, where CLIP
+    pools) sits at or beyond ``max_words`` keep their first ``max_words - 1`` tokens and the end token."""
+    if isinstance(max_words, bool) or not isinstance(max_words, int) or not 2 <= max_words:
+        raise ValueError(f"max_words={max_words!r}: an integer >= 2 (start and end token included)")
+    if max_words >= tokens.shape[1]:
+        return tokens
+    eot_pos = tokens.argmax(dim=1)
+    long = eot_pos >= max_words
+    if not bool(long.any()):
+        return tokens
+    out = tokens.clone()
+    rows = long.nonzero().flatten()
+    eot = tokens[rows, eot_pos[rows]]
+    out[rows, max_words - 1] = eot
+    out[rows, max_words:] = 0
+    return out
+
+
 def _plain_clip_config(cfg: dict) -> bool:
     return not ("timm_model_name" in cfg.get("vision_cfg", {}) or "hf_model_name" in cfg.get("text_cfg", {})
                 or cfg.get("custom_text") or "multimodal_cfg" in cfg)

@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any, Mapping
 
 __all__ = [
+    "TEST_SPLITS",
     "ModelConfig",
     "DataConfig",
     "OptimConfig",
@@ -67,7 +68,19 @@ class DataConfig:
         glob or a list; indexed once, media read in place by offset, nothing extracted; see
         datasets/shards.md).
     tasks: the modalities paired with text (each a contrastive task on its own batch).
-    train_split / val_split: reader split names (ignored for synthetic, manifest and shards).
+    train_split / val_split: reader split names (ignored for synthetic, manifest and shards). The
+        validation split selects the ``best`` checkpoint, so it is never a test split (COCO karpathy-test,
+        MSR-VTT 1k-A / full-test, Clotho evaluation: refused). Defaults: COCO karpathy-val, Clotho
+        validation, MSR-VTT ``none`` (MSR-VTT has no validation split disjoint from train-9k).
+        ``none``: no validation (no ``best`` checkpoint; evaluate ``last``); ``holdout``: a seeded
+        ``val_fraction`` of the training split's items is held out of training.
+    epoch: what one epoch visits. ``items``: every item once, with one of its captions drawn per step;
+        ``captions``: every (item, caption) pair once, as CLIP4Clip's ``expand_msrvtt_sentences`` does
+        (MSR-VTT 9k: 180,000 pairs, not 9,000 videos, per epoch). Pairs of the same item that meet in a
+        batch are positives of each other.
+    max_words: captions are cut to this many tokens, start and end included (CLIP4Clip: 32), in
+        training, in validation and in ``mmretrieve eval`` of the checkpoint; None keeps the tokenizer's
+        full context (77 for CLIP).
     val_root: shards only - a pattern of validation shards (no file may also be in ``root``); when
         unset, a seeded ``val_fraction`` of each task's samples in ``root`` is held out.
     val_fraction: held-out share for synthetic / manifest data, and for shards without ``val_root``
@@ -86,6 +99,8 @@ class DataConfig:
     tasks: tuple[str, ...] = _TASKS
     train_split: str | None = None
     val_split: str | None = None
+    epoch: str = "items"
+    max_words: int | None = None
     val_root: str | None = None
     val_fraction: float = 0.25
     synthetic: Mapping[str, Any] = field(default_factory=dict)
@@ -98,10 +113,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up then cosine decay.
+    """AdamW with linear warm-up then cosine decay to 0 at the last step.
 
-    lr applies to new modules (temporal head, audio tower, temperature); lr_pretrained to the
-    pretrained CLIP towers (CLIP4Clip: 1e-7 vs 1e-4). None means the same as lr.
+    lr applies to new modules (temporal head, audio tower, LoRA adapters); lr_pretrained to the
+    pretrained CLIP towers (CLIP4Clip: 1e-7 vs 1e-4); None means the same as lr. lr_temperature is the
+    learnable temperature's (None = lr; CLIP4Clip trains CLIP's logit_scale with the CLIP weights,
+    at lr_pretrained). Warm-up is ``warmup_steps`` steps, or ``warmup_fraction`` of all steps
+    (CLIP4Clip: 0.1); not both. schedule: ``cosine`` decays over the steps after warm-up;
+    ``cosine-whole-run`` is CLIP4Clip's BertAdam ``warmup_cosine``: the factor is step / warm-up steps
+    during warm-up, then 0.5 * (1 + cos(pi * step / all steps)) (so it leaves warm-up at 0.976, not 1).
     """
 
     lr: float = 1e-4
@@ -110,6 +130,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     warmup_steps: int = 0
+    warmup_fraction: float | None = None
+    schedule: str = "cosine"
+    lr_temperature: float | None = None
     epochs: int = 1
     max_steps: int | None = None
     batch_size: int = 32
@@ -164,6 +187,9 @@ class RunConfig:
     export: also write the final weights there, leaving out frozen tensors that a random-weight
     preset regenerates from its seed (e.g. a locked token embedding) - how the bundled sample
     model stays a few MB.
+    best_metric: what picks the ``best`` checkpoint on the validation split: ``t2x_R@1`` (text->item
+    R@1, averaged over tasks) or ``mAP@10`` (the mean of both directions' mAP@10, as LAION-CLAP
+    selects on Clotho).
     """
 
     out: str | None = None
@@ -178,6 +204,7 @@ class RunConfig:
     progress: bool = True
     tensorboard: bool = False
     export: str | None = None
+    best_metric: str = "t2x_R@1"
 
 
 @dataclass(frozen=True)
@@ -221,7 +248,41 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"optim.epochs={c.optim.epochs}: must be >= 1 (or set optim.max_steps)")
     if not 0.0 <= c.data.val_fraction < 1.0:
         raise ValueError(f"data.val_fraction={c.data.val_fraction}: must be in [0, 1)")
+    _validate_schedule(c)
     _validate_lora(c)
+
+
+_EPOCHS = ("items", "captions")
+_SCHEDULES = ("cosine", "cosine-whole-run")
+_BEST_METRICS = ("t2x_R@1", "mAP@10")
+# splits that report figures: selecting checkpoints on them inflates what is reported
+TEST_SPLITS = {"coco": ("karpathy-test",), "msrvtt": ("1k-A", "full-test"), "clotho": ("evaluation",)}
+_VAL_CHOICES = {"coco": "karpathy-val", "msrvtt": "none or holdout", "clotho": "validation"}
+
+
+def _validate_schedule(c: TrainConfig) -> None:
+    o, d = c.optim, c.data
+    if d.epoch not in _EPOCHS:
+        raise ValueError(f"data.epoch={d.epoch!r}: choose one of {', '.join(_EPOCHS)}")
+    if d.max_words is not None and (isinstance(d.max_words, bool) or not isinstance(d.max_words, int)
+                                    or d.max_words < 2):
+        raise ValueError(f"data.max_words={d.max_words!r}: an integer >= 2 (start and end token included), or null")
+    if o.warmup_fraction is not None:
+        if not 0.0 <= o.warmup_fraction < 1.0:
+            raise ValueError(f"optim.warmup_fraction={o.warmup_fraction}: must be in [0, 1)")
+        if o.warmup_steps:
+            raise ValueError(f"optim.warmup_steps={o.warmup_steps} and optim.warmup_fraction={o.warmup_fraction}: "
+                             f"set one of them")
+    if o.schedule not in _SCHEDULES:
+        raise ValueError(f"optim.schedule={o.schedule!r}: choose one of {', '.join(_SCHEDULES)}")
+    if c.run.best_metric not in _BEST_METRICS:
+        raise ValueError(f"run.best_metric={c.run.best_metric!r}: choose one of {', '.join(_BEST_METRICS)}")
+    if o.lr_temperature is not None and o.lr_temperature < 0:
+        raise ValueError(f"optim.lr_temperature={o.lr_temperature}: must be >= 0 (or null for optim.lr)")
+    if d.val_split is not None and d.val_split in TEST_SPLITS.get(d.kind, ()):
+        raise ValueError(f"data.val_split={d.val_split!r} is the {d.kind} test split: the validation split picks "
+                         f"the best checkpoint, so validating on test inflates the reported figures; use "
+                         f"{_VAL_CHOICES[d.kind]} (and evaluate on {d.val_split} with mmretrieve eval)")
 
 
 def _validate_lora(c: TrainConfig) -> None:

@@ -133,21 +133,32 @@ def _seed_int(*parts: Any) -> int:
 class TaskStream:
     """An endless, seeded stream of batches of one task; ``batch(step)`` is a pure function of step.
 
-    Items are visited in a fresh permutation per cycle (``cycle = step // batches_per_cycle``);
-    the last incomplete batch of a cycle is dropped (a set smaller than the batch is one batch).
+    A cycle (an epoch) visits every unit once in a fresh permutation (``cycle = step // batches_per_cycle``);
+    the last incomplete batch of a cycle is dropped (a set smaller than the batch is one batch). With
+    ``epoch="items"`` a unit is an item, captioned by a seeded draw among its captions at each step;
+    with ``epoch="captions"`` a unit is one (item, caption) pair (CLIP4Clip's expanded sentences).
     """
 
     def __init__(self, pairs: PairSet, decoder: MediaDecoder, *, batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, cache: bool = True, num_workers: int = 0) -> None:
+                 rank: int = 0, world_size: int = 1, cache: bool = True, num_workers: int = 0,
+                 epoch: str = "items") -> None:
         if len(pairs) < 2:
             raise ValueError(f"{pairs.modality.value}: need at least 2 training items, got {len(pairs)}")
+        if epoch not in ("items", "captions"):
+            raise ValueError(f"epoch={epoch!r}: choose 'items' or 'captions'")
         self.pairs, self.decoder = pairs, decoder
-        self.global_batch = min(batch_size * world_size, len(pairs))
+        self.epoch = epoch
+        # unit u -> (item, caption index); caption index -1 = drawn per step
+        if epoch == "captions":
+            self._units = [(i, c) for i, s in enumerate(pairs.samples) for c in range(len(s.captions))]
+        else:
+            self._units = [(i, -1) for i in range(len(pairs))]
+        self.global_batch = min(batch_size * world_size, len(self._units))
         if self.global_batch % world_size:
             self.global_batch -= self.global_batch % world_size
         if self.global_batch < world_size:
-            raise ValueError(f"{pairs.modality.value}: {len(pairs)} items cannot fill one batch per rank")
-        self.per_cycle = max(1, len(pairs) // self.global_batch)
+            raise ValueError(f"{pairs.modality.value}: {len(self._units)} training {epoch} cannot fill one batch per rank")
+        self.per_cycle = max(1, len(self._units) // self.global_batch)
         self.seed, self.rank, self.world = seed, rank, world_size
         self.task = pairs.modality.value
         self._cache: dict[int, torch.Tensor] | None = {} if cache else None
@@ -157,15 +168,29 @@ class TaskStream:
     def __len__(self) -> int:
         return self.per_cycle
 
-    def global_indices(self, step: int) -> list[int]:
+    @property
+    def units(self) -> int:
+        """How many units one epoch visits (items, or (item, caption) pairs)."""
+        return len(self._units)
+
+    def global_units(self, step: int) -> list[int]:
+        """The units of the global batch at ``step``."""
         cycle, pos = divmod(step, self.per_cycle)
         g = torch.Generator().manual_seed(_seed_int("order", self.seed, self.task, cycle) % (2**63))
-        perm = torch.randperm(len(self.pairs), generator=g).tolist()
+        perm = torch.randperm(len(self._units), generator=g).tolist()
         return perm[pos * self.global_batch:(pos + 1) * self.global_batch]
+
+    def global_indices(self, step: int) -> list[int]:
+        """The items of the global batch at ``step`` (an item may repeat with ``epoch="captions"``)."""
+        return [self._units[u][0] for u in self.global_units(step)]
 
     def caption(self, step: int, index: int) -> str:
         caps = self.pairs.samples[index].captions
         return caps[random.Random(_seed_int("caption", self.seed, self.task, step, index)).randrange(len(caps))]
+
+    def _unit_caption(self, step: int, unit: int) -> str:
+        index, c = self._units[unit]
+        return self.caption(step, index) if c < 0 else self.pairs.samples[index].captions[c]
 
     def tensor(self, index: int) -> torch.Tensor:
         if self._cache is not None and index in self._cache:
@@ -190,10 +215,11 @@ class TaskStream:
         return [self.tensor(i) for i in indices]
 
     def batch(self, step: int) -> Batch:
-        idx = self.global_indices(step)
-        per = len(idx) // self.world
-        mine = idx[self.rank * per:(self.rank + 1) * per]
-        captions = tuple(self.caption(step, i) for i in mine)
+        units = self.global_units(step)
+        per = len(units) // self.world
+        my_units = units[self.rank * per:(self.rank + 1) * per]
+        mine = [self._units[u][0] for u in my_units]
+        captions = tuple(self._unit_caption(step, u) for u in my_units)
         return Batch(self.pairs.modality, collate(self.pairs.modality, self._tensors(mine)), captions,
                      tuple(mine), tuple(mine))
 
@@ -254,7 +280,7 @@ def load_pairs(data, seed: int = 0) -> tuple[dict[str, PairSet], dict[str, PairS
     elif kind == "shards":
         train, val = _read_shards(data, tasks, seed)
     else:
-        train, val = _read_official(data)
+        train, val = _read_official(data, seed)
     out_train = {m.value: PairSet(m, tuple(s for s in train if s.modality is m)) for m in tasks}
     out_val = {m.value: PairSet(m, tuple(s for s in val if s.modality is m)[: data.max_val_items or None])
                for m in tasks}
@@ -264,19 +290,30 @@ def load_pairs(data, seed: int = 0) -> tuple[dict[str, PairSet], dict[str, PairS
     return out_train, out_val
 
 
-_DEFAULT_SPLITS = {"coco": ("karpathy-train", "karpathy-test"), "msrvtt": ("train-9k", "1k-A"),
-                   "clotho": ("development", "evaluation")}
+# (train, validation) splits; never a test split for validation (config.TEST_SPLITS)
+_DEFAULT_SPLITS = {"coco": ("karpathy-train", "karpathy-val"), "msrvtt": ("train-9k", "none"),
+                   "clotho": ("development", "validation")}
 
 
-def _read_official(data) -> tuple[list[Sample], list[Sample]]:
+def _read_official(data, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     from mmretrieve.data import clotho, coco, msrvtt
 
     reader = {"coco": coco.read_coco, "msrvtt": msrvtt.read_msrvtt, "clotho": clotho.read_clotho}[data.kind]
     tr_split, va_split = _DEFAULT_SPLITS[data.kind]
     train = reader(data.root, split=data.train_split or tr_split, skip_missing=data.skip_missing)
-    val = reader(data.root, split=data.val_split or va_split, skip_missing=data.skip_missing)
-    _warn_skipped(list(train.skipped) + list(val.skipped), f"{data.kind} item")
-    return list(train.samples), list(val.samples)
+    va_split = data.val_split or va_split
+    skipped = list(train.skipped)
+    samples = list(train.samples)
+    if va_split == "none":
+        val: list[Sample] = []
+    elif va_split == "holdout":
+        samples, val = _split(samples, data.val_fraction, seed)
+    else:
+        vds = reader(data.root, split=va_split, skip_missing=data.skip_missing)
+        skipped += vds.skipped
+        val = list(vds.samples)
+    _warn_skipped(skipped, f"{data.kind} item")
+    return samples, val
 
 
 def _warn_skipped(skipped: Sequence[tuple[str, str]], what: str) -> None:

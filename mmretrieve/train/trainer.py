@@ -32,7 +32,7 @@ from .distributed import DistInfo, average_gradients, barrier, gather_objects, g
 from .lora import add_lora, has_lora, is_lora_parameter, lora_base_keys, lora_cached, merged_state_dict, tower_of
 from .loss import LogitScale, contrastive_loss, positives_matrix
 
-__all__ = ["TrainResult", "Trainer", "train", "parameter_groups", "apply_locks", "export_weights"]
+__all__ = ["TrainResult", "Trainer", "train", "parameter_groups", "warmup_steps", "lr_factor", "apply_locks", "export_weights"]
 
 
 @dataclass
@@ -105,15 +105,30 @@ def parameter_groups(encoder, logit_scale: torch.nn.Module, config: TrainConfig)
         out.append({"params": params, "lr": lr_pre if pre else o.lr, "weight_decay": o.weight_decay if decay else 0.0,
                     "name": f"{'pretrained' if pre else 'new'}{'' if decay else '_no_decay'}"})
     if logit_scale.log_scale.requires_grad:
-        out.append({"params": [logit_scale.log_scale], "lr": o.lr, "weight_decay": 0.0, "name": "temperature"})
+        lr_t = o.lr if o.lr_temperature is None else o.lr_temperature
+        out.append({"params": [logit_scale.log_scale], "lr": lr_t, "weight_decay": 0.0, "name": "temperature"})
     return out
 
 
-def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+def warmup_steps(config: TrainConfig, total_steps: int) -> int:
+    """Warm-up length: ``optim.warmup_steps``, or ``optim.warmup_fraction`` of ``total_steps`` (rounded)."""
+    o = config.optim
+    if o.warmup_fraction is not None:
+        return int(round(o.warmup_fraction * total_steps))
+    return o.warmup_steps
+
+
+def lr_factor(warmup: int, total: int, schedule: str = "cosine") -> Callable[[int], float]:
+    """The learning-rate multiplier of each step: linear warm-up over ``warmup`` steps, then a cosine
+    to 0 at ``total`` over the steps after warm-up (``cosine``) or over the whole run
+    (``cosine-whole-run``, CLIP4Clip's BertAdam ``warmup_cosine``)."""
     def f(step: int) -> float:
         if warmup > 0 and step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "cosine-whole-run":
+            progress = step / max(1, total)
+        else:
+            progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return f
 
@@ -176,13 +191,14 @@ class Trainer:
         decoder = MediaDecoder(self.encoder, config.data.num_frames)
         self.streams = {t: TaskStream(p, decoder, batch_size=o.batch_size, seed=run.seed, rank=self.dist.rank,
                                       world_size=self.dist.world_size, cache=config.data.cache,
-                                      num_workers=config.data.num_workers)
+                                      num_workers=config.data.num_workers, epoch=config.data.epoch)
                         for t, p in self.train_pairs.items()}
         self.steps_per_epoch = max(1, max(len(s) for s in self.streams.values()) // o.grad_accum)
         self.total_steps = o.max_steps if o.max_steps is not None else o.epochs * self.steps_per_epoch
+        self.warmup_steps = warmup_steps(config, self.total_steps)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.encoder, self.logit_scale, config),
                                            betas=tuple(o.betas), eps=o.eps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(o.warmup_steps, self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(self.warmup_steps, self.total_steps, o.schedule))
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[run.amp]
         use_scaler = self.amp_dtype is torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
@@ -210,7 +226,7 @@ class Trainer:
         """The contrastive loss of one task's batch at ``micro_step`` (global batch under DDP)."""
         batch = self.streams[task].batch(micro_step)
         with self._autocast():
-            text = self.encoder.encode_text(list(batch.captions))
+            text = self.encoder.encode_text(list(batch.captions), max_words=self.config.data.max_words)
             media = self._encode_media(batch)
         text = gather_with_grad(text.float(), self.dist)
         media = gather_with_grad(media.float(), self.dist)
@@ -265,16 +281,17 @@ class Trainer:
         out = {}
         try:
             with torch.no_grad(), lora_cached(self.encoder):  # each LoRA'd weight computed once
-                frames = self.config.data.num_frames
+                frames, words = self.config.data.num_frames, self.config.data.max_words
                 for task, pairs in self.val_pairs.items():
                     if len(pairs) < 2:
                         continue
                     if self.config.data.kind == "synthetic":
                         out[task] = evaluate_synthetic(self.encoder, pairs.samples, num_frames=frames,
-                                                       cache=self._val_cache)
+                                                       cache=self._val_cache, max_words=words)
                     else:
                         out[task] = evaluate_samples(self.encoder, pairs.samples, num_frames=frames,
-                                                     cache=self._val_cache if self.config.data.cache else None)
+                                                     cache=self._val_cache if self.config.data.cache else None,
+                                                     max_words=words)
         finally:
             self.encoder.train()
         return out
@@ -356,12 +373,17 @@ class Trainer:
         return TrainResult(out, self.step, self.history, last_val, self.encoder, self.best)
 
     def _track_best(self, val: dict) -> None:
-        scores = [v["t2x"]["R@1"] for v in val.values() if "t2x" in v]
+        if self.config.run.best_metric == "mAP@10":
+            key = "mean_mAP@10"
+            scores = [(v["t2x"]["mAP@10"] + v["x2t"]["mAP@10"]) / 2 for v in val.values() if "t2x" in v and "x2t" in v]
+        else:
+            key = "mean_t2x_R@1"
+            scores = [v["t2x"]["R@1"] for v in val.values() if "t2x" in v]
         if not scores:
             return
         score = float(np.mean(scores))
-        if self.best is None or score >= self.best["mean_t2x_R@1"]:
-            self.best = {"step": self.step, "mean_t2x_R@1": score}
+        if self.best is None or score >= self.best.get(key, -math.inf):
+            self.best = {"step": self.step, key: score}
 
 
 def export_weights(encoder, path: str) -> str:
@@ -397,7 +419,7 @@ def _flat_val(val: dict) -> dict:
     for task, dirs in val.items():
         for direction in ("t2x", "x2t"):
             if direction in dirs:
-                for k in ("R@1", "R@5", "R@10"):
+                for k in ("R@1", "R@5", "R@10", "mAP@10"):
                     row[f"val_{task}_{direction}_{k}"] = round(dirs[direction][k], 2)
         if "chance_R@1" in dirs.get("t2x", {}):
             row[f"val_{task}_chance_R@1"] = round(dirs["t2x"]["chance_R@1"], 2)
