@@ -1,7 +1,8 @@
 """mmretrieve eval (--checkpoint DIR | --preset NAME) --protocol P --data DIR [--json FILE]
 
-Standard protocols: coco-5k, msrvtt-1k-a, clotho-eval, synthetic (see mmretrieve.evaluation.evaluate).
-``--split`` accepts the dataset's split name instead (1k-A, karpathy-test, evaluation). The report
+Standard protocols: coco-5k, msrvtt-1k-a, msrvtt-full-test, clotho-eval, synthetic (see
+mmretrieve.evaluation.evaluate). ``--split`` accepts the dataset's split name instead (1k-A, full-test,
+karpathy-test, evaluation). The report
 names its conventions (ties, median rank, item->text rule, mAP@10); ``--ties`` and ``--median`` pick
 others (mmretrieve.evaluation.metrics). A checkpoint trained with ``data.max_words`` is evaluated
 with its captions cut the same way unless ``--max-words`` says otherwise.
@@ -14,8 +15,8 @@ import os
 
 from ._common import add_device, add_pretrained
 
-_SPLIT_TO_PROTOCOL = {"1k-a": "msrvtt-1k-a", "karpathy-test": "coco-5k", "5k": "coco-5k", "evaluation": "clotho-eval",
-                      "synthetic": "synthetic"}
+_SPLIT_TO_PROTOCOL = {"1k-a": "msrvtt-1k-a", "full-test": "msrvtt-full-test", "karpathy-test": "coco-5k", "5k": "coco-5k",
+                      "evaluation": "clotho-eval", "synthetic": "synthetic"}
 
 
 def register(sub) -> None:
@@ -28,7 +29,7 @@ def register(sub) -> None:
     src.add_argument("--preset", help="evaluate a preset as is (zero-shot)")
     p.add_argument("--weights", metavar="FILE", help="trained encoder weights (.safetensors) for --preset")
     p.add_argument("--protocol", choices=PROTOCOLS, help="evaluation protocol")
-    p.add_argument("--split", help="or a split name: 1k-A (MSR-VTT), karpathy-test (COCO), evaluation (Clotho)")
+    p.add_argument("--split", help="or a split name: 1k-A / full-test (MSR-VTT), karpathy-test (COCO), evaluation (Clotho)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (for synthetic: where the corpus is or will be generated)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per video (default: the checkpoint's / preset's)")
     p.add_argument("--batch-size", type=int, default=32)

@@ -5,6 +5,8 @@ Protocols (the field's conventions):
 - ``coco-5k``: Karpathy 5k test split, 5,000 images x 25,000 captions (5 per image). text->image
   queries every caption; image->text counts a hit when any of the image's 5 captions is retrieved.
 - ``msrvtt-1k-a``: the 1k-A (JSFusion) test set, 1,000 videos, one caption each.
+- ``msrvtt-full-test``: the official test split of ``MSRVTT_data.json``, 2,990 videos x 20 captions;
+  video->text by CLIP4Clip's multi-sentence rule (each video's best caption).
 - ``clotho-eval``: Clotho v2 evaluation split, 1,045 clips x 5,225 captions (5 per clip);
   text->audio over every caption.
 - ``synthetic``: the generated corpus (``mmretrieve.data.synthetic``). Several items may share the
@@ -38,7 +40,7 @@ from .metrics import describe_conventions, evaluate_pair, format_table, retrieva
 __all__ = ["PROTOCOLS", "embed_samples", "embed_captions", "evaluate_samples", "evaluate_synthetic",
            "run_protocol", "results_table", "write_results", "default_x2t", "conventions_for", "conventions_text"]
 
-PROTOCOLS = ("coco-5k", "msrvtt-1k-a", "clotho-eval", "synthetic")
+PROTOCOLS = ("coco-5k", "msrvtt-1k-a", "msrvtt-full-test", "clotho-eval", "synthetic")
 
 
 def _autocast(device: torch.device):
@@ -175,10 +177,11 @@ def run_protocol(protocol: str, encoder, root: str | os.PathLike | None = None, 
 
         ds = read_coco(_need(root, protocol), "karpathy-test", skip_missing=skip_missing)
         return {"image": evaluate_samples(encoder, ds, batch_size=batch_size, progress=progress, **conv)}
-    if protocol == "msrvtt-1k-a":
+    if protocol in ("msrvtt-1k-a", "msrvtt-full-test"):
         from mmretrieve.data.msrvtt import read_msrvtt
 
-        ds = read_msrvtt(_need(root, protocol), "1k-A", skip_missing=skip_missing)
+        split = "1k-A" if protocol == "msrvtt-1k-a" else "full-test"
+        ds = read_msrvtt(_need(root, protocol), split, skip_missing=skip_missing)
         return {"video": evaluate_samples(encoder, ds, num_frames=num_frames, batch_size=batch_size, progress=progress,
                                           **conv)}
     if protocol == "clotho-eval":
