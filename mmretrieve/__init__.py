@@ -39,6 +39,9 @@ _EXPORTS = {
     "WeightsUnavailableError": "errors",
     "IndexCorruptError": "errors",
     "IndexLockedError": "errors",
+    "ServerError": "errors",
+    "RequestRejectedError": "errors",
+    "Client": "client",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -64,4 +67,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from .modality import Modality  # noqa: F401
     from .models import MultiModalEncoder, create_encoder, get_preset, list_presets  # noqa: F401
     from .query import *  # noqa: F401,F403
+    from .client import Client  # noqa: F401
     from .retriever import AddReport, Retriever  # noqa: F401

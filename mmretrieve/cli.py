@@ -22,6 +22,7 @@ _COMMANDS = (
     "eval",
     "quickstart",
     "demo",
+    "serve",
     "doctor",
 )
 

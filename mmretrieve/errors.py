@@ -12,6 +12,8 @@ __all__ = [
     "IndexCorruptError",
     "IndexLockedError",
     "IndexReadOnlyError",
+    "ServerError",
+    "RequestRejectedError",
 ]
 
 
@@ -51,3 +53,17 @@ class IndexLockedError(MMRError):
 
 class IndexReadOnlyError(MMRError, PermissionError):
     """A write was attempted on an index opened with readonly=True."""
+
+
+class ServerError(MMRError):
+    """An mmretrieve server answered with an error (``status`` is the HTTP status, ``detail`` its reason)."""
+
+    def __init__(self, url: str, status: int, detail: str):
+        self.url = url
+        self.status = status
+        self.detail = detail
+        super().__init__(f"{url}: HTTP {status}: {detail}")
+
+
+class RequestRejectedError(ServerError, ValueError):
+    """The server refused the request as invalid (HTTP 4xx): bad query, unreadable upload, too large, ..."""

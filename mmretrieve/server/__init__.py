@@ -1,0 +1,10 @@
+"""The HTTP JSON API over one index (``mmretrieve serve``).
+
+Modules: wire (the JSON forms of queries and hits, shared with :mod:`mmretrieve.client`), config
+(ServeConfig), app (the ASGI application), limits (request-size guard), run (uvicorn start-up).
+Importing this package does not import FastAPI; ``create_app`` and ``serve`` do.
+"""
+from .config import ServeConfig
+from .wire import hit_from_dict, hit_to_dict
+
+__all__ = ["ServeConfig", "hit_to_dict", "hit_from_dict"]
