@@ -23,6 +23,7 @@ _COMMANDS = (
     "quickstart",
     "demo",
     "serve",
+    "duplicates",
     "doctor",
 )
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .duplicates import DEFAULT_DUPLICATE_THRESHOLD, DuplicateGroup, dedup_search, find_duplicates
 from .errors import EncoderMismatchError, IndexCorruptError, MediaError
 from .index import Hit, IndexBackend, UnifiedIndex
 from .indexing import AddReport, commit_files, write_files
@@ -293,11 +294,13 @@ class Retriever:
         modality: str | Modality | Sequence[str | Modality] | None = None,
         k: int = 10,
         where: Mapping[str, Any] | None = None,
+        dedup: float | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Top-``k`` hits for a query, or a list of hit lists for a list of queries.
 
         ``modality`` restricts the results (one or several); ``where`` filters on user metadata
-        (``{"album": "2023"}``, a list value means any of).
+        (``{"album": "2023"}``, a list value means any of). ``dedup=T`` drops hits at least cosine ``T``
+        similar to a better hit (near-identical copies; see :mod:`mmretrieve.duplicates`).
         """
         if k < 1:
             raise ValueError(f"k={k} must be >= 1")
@@ -306,8 +309,16 @@ class Retriever:
         if not queries:
             return []
         vectors = np.stack([self.embed(q) for q in queries]).astype(np.float32)
-        results = self.index.search(vectors, k, modality=modality, where=where)
+        if dedup is None:
+            results = self.index.search(vectors, k, modality=modality, where=where)
+        else:
+            results = dedup_search(self.index, vectors, k, dedup, modality=modality, where=where)
         return results if batch else results[0]
+
+    def duplicates(self, threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+                   modality: str | Modality | Sequence[str | Modality] | None = None) -> list[DuplicateGroup]:
+        """Groups of near-identical files (cosine >= ``threshold``), found by range search over the index."""
+        return find_duplicates(self.index, threshold, modality)
 
     def info(self) -> dict:
         """What the index holds and which encoder made it."""

@@ -47,7 +47,7 @@ def test_index_search_info_end_to_end(cli_index, capsys):
     assert code == 1
 
     code, out, _ = run(capsys, "search", index, "a dog", "--modality", "video", "-k", "5", "--json")
-    hits = json.loads(out)
+    hits = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(hits) == 5 and {h["modality"] for h in hits} == {"video"}
     long_windows = sorted((h["start"], h["end"]) for h in hits if h["path"].endswith("long.mp4"))
     assert long_windows == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]

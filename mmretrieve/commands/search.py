@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import sys
 
-from ._common import add_device, add_modality, add_pretrained, parse_where, print_json
+from ._common import add_device, add_modality, add_pretrained, parse_where
 
 
 def register(sub) -> None:
@@ -16,7 +18,14 @@ def register(sub) -> None:
     add_modality(p, "only results of this modality (repeatable)")
     p.add_argument("-k", type=int, default=10, help="number of results (default: %(default)s)")
     p.add_argument("--where", action="append", metavar="KEY=VALUE", help="metadata filter (repeatable)")
-    p.add_argument("--json", action="store_true", help="print results as JSON")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object per hit, one per line (JSON Lines)")
+    out.add_argument("--paths-only", action="store_true", help="print only the hits' file paths, each once, for piping")
+    gather = p.add_mutually_exclusive_group()
+    gather.add_argument("--copy-to", metavar="DIR", help="copy the hits' files into DIR as NN-name.ext (NN = rank)")
+    gather.add_argument("--link-to", metavar="DIR", help="symlink the hits' files into DIR as NN-name.ext")
+    p.add_argument("--dedup", type=float, metavar="T", default=None,
+                   help="collapse hits more similar than cosine T to a better hit (see `mmretrieve duplicates`)")
     add_pretrained(p)
     add_device(p)
     p.set_defaults(run=run)
@@ -48,16 +57,24 @@ def format_hit(rank: int, hit) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..gather import gather_hits, hit_paths
     from ..retriever import Retriever
 
     query = build_query(args.text, args.file, args.weight)
+    extra = {} if args.dedup is None else {"dedup": args.dedup}
     with Retriever.load(args.index, device=args.device, pretrained=args.pretrained, readonly=True) as r:
-        hits = r.search(query, modality=args.modality, k=args.k, where=parse_where(args.where))
+        hits = r.search(query, modality=args.modality, k=args.k, where=parse_where(args.where), **extra)
+    if args.copy_to or args.link_to:
+        gathered = gather_hits(hits, args.copy_to or args.link_to, "copy" if args.copy_to else "link")
+        print(f"{'copied' if args.copy_to else 'linked'} {len(gathered)} file(s) into {args.copy_to or args.link_to}",
+              file=sys.stderr)
     if args.json:
-        print_json([
-            {"id": h.id, "score": h.score, "path": h.path, "modality": h.modality.value, "start": h.start, "end": h.end, "metadata": h.metadata}
-            for h in hits
-        ])
+        for rank, h in enumerate(hits, 1):
+            print(json.dumps({"rank": rank, "id": h.id, "score": h.score, "path": h.path, "modality": h.modality.value,
+                              "start": h.start, "end": h.end, "metadata": h.metadata}, ensure_ascii=False, default=str))
+    elif args.paths_only:
+        for path in hit_paths(hits):
+            print(path)
     elif not hits:
         print("no results")
     else:
