@@ -257,3 +257,11 @@ def test_writes_need_the_bearer_token(tmp_path, media_factory):
 def test_write_token_must_be_given_when_writes_are_on():
     with pytest.raises(ValueError, match="bearer token"):
         ServeConfig(allow_writes=True)
+
+
+def test_dedup_reaches_the_search(api):
+    client, r, _ = api
+    got = client.post("/search", json={"query": {"text": "a red circle"}, "k": 4, "dedup": 0.9}).json()
+    _same(got, r.search("a red circle", k=4, dedup=0.9))
+    resp = client.post("/search", json={"query": {"text": "x"}, "dedup": 2})
+    assert resp.status_code == 422 and "dedup=2" in resp.json()["detail"]
