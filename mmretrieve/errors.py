@@ -13,6 +13,7 @@ __all__ = [
     "IndexLockedError",
     "IndexReadOnlyError",
     "ServerError",
+    "MissingExtraError",
     "RequestRejectedError",
 ]
 
@@ -67,3 +68,7 @@ class ServerError(MMRError):
 
 class RequestRejectedError(ServerError, ValueError):
     """The server refused the request as invalid (HTTP 4xx): bad query, unreadable upload, too large, ..."""
+
+
+class MissingExtraError(MMRError, ImportError):
+    """A feature needs an optional dependency group that is not installed (the message names the extra)."""

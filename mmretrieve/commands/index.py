@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from ._common import add_device, add_pretrained, parse_where
 
@@ -30,6 +31,12 @@ def register(sub) -> None:
     p.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="user metadata stored with every added file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any file was skipped")
+    p.add_argument("--prune", action="store_true",
+                   help="remove indexed files under the given folders that no longer exist (never done otherwise)")
+    p.add_argument("--watch", action="store_true",
+                   help="after indexing, follow the folders and apply changes in batches until Ctrl-C (needs watchdog)")
+    p.add_argument("--quiet-period", type=float, default=1.0, metavar="SECONDS",
+                   help="--watch: apply a burst of changes once it has been quiet this long (default: %(default)s)")
     p.set_defaults(run=run)
 
 
@@ -58,12 +65,40 @@ def run(args: argparse.Namespace) -> int:
         report = r.add(list(args.inputs), metadata=parse_where(args.metadata), progress=not args.no_progress)
         r.save()
         print(report)
+        if args.prune:
+            print(f"pruned {len(prune_missing(r, args.inputs))} vanished file(s)")
         counts = r.index.stats()
         print("index " + args.index + ": " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if args.watch:
+            watch_folders(r, args)
     if report.failed:
         print(f"{len(report.failed)} file(s) skipped; see the reasons above", file=sys.stderr)
         return 1 if args.strict else 0
     return 0
+
+
+def prune_missing(r, inputs) -> list[str]:
+    """Remove indexed files under ``inputs`` that no longer exist; saves. Returns their paths."""
+    from ..watch import WatchConfig, sync_folders
+
+    folders = [p for p in inputs if os.path.isdir(p)]
+    return list(sync_folders(r, folders, WatchConfig(prune=True)).removed) if folders else []
+
+
+def watch_folders(r, args: argparse.Namespace) -> None:
+    from ..watch import FolderWatcher, WatchConfig
+
+    config = WatchConfig(quiet=args.quiet_period, max_delay=max(10.0, args.quiet_period), prune=args.prune,
+                         metadata=parse_where(args.metadata))
+
+    def show(report) -> None:
+        a = report.added
+        if a.added or a.updated or a.failed or report.removed:
+            print(f"{time.strftime('%H:%M:%S')} {report}", flush=True)
+
+    print(f"watching {', '.join(args.inputs)} (Ctrl-C to stop)" + ("" if args.prune else "; deletions kept (no --prune)"),
+          flush=True)
+    FolderWatcher(r, args.inputs, config, on_batch=show).run()
 
 
 _NEW_INDEX_OPTIONS = ("video_head", "frames", "fps", "window", "audio_window", "keyframe_snap", "video_backend")

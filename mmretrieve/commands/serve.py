@@ -29,9 +29,15 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo.handlers import parse_size
+    from ..errors import MissingExtraError
     from ..retriever import Retriever
     from ..server.config import ServeConfig
-    from ..server.run import serve
+
+    try:
+        from ..server.run import serve
+    except ImportError as e:
+        raise MissingExtraError(f"mmretrieve serve needs the serve extra ({e.name} is missing): "
+                                "pip install 'mmretrieve[serve]'") from None
 
     token = None
     if args.token_file:
