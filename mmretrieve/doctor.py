@@ -62,6 +62,8 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     "webdataset": ("webdataset",),
     "test": ("pytest", "hypothesis"),
     "browser": ("playwright",),
+    "serve": ("fastapi", "starlette", "uvicorn", "python-multipart"),
+    "watch": ("watchdog",),
 }
 
 _TRIO = ("torch", "torchvision", "torchaudio")
