@@ -81,17 +81,9 @@ def create_app(retriever: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
     )
     limiter = anyio.CapacityLimiter(config.concurrency)
     write_lock = anyio.Lock()
-    known_paths: dict[str, Any] = {"generation": None, "paths": frozenset()}
 
     async def in_thread(fn: Callable[[], Any]) -> Any:
         return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=limiter)
-
-    def indexed_paths() -> frozenset:
-        gen = retriever.index.generation
-        if known_paths["generation"] != gen:
-            known_paths["paths"] = frozenset(retriever.index.paths())
-            known_paths["generation"] = gen
-        return known_paths["paths"]
 
     def require_writer(request: Request) -> None:
         if not config.allow_writes:
@@ -208,7 +200,7 @@ def create_app(retriever: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
         parts = path.split("/")
         if ".." in parts or "." in parts or "\x00" in path or "\\" in path or os.path.normpath(path) != path:
             raise HTTPException(400, f"{file_path!r}: path traversal is not allowed; ask for an indexed file's absolute path")
-        if path not in await in_thread(indexed_paths):
+        if not await in_thread(lambda: retriever.index.entries(path)):
             raise HTTPException(404, f"{path}: not a file of this index")
         return _file_response(path)
 
