@@ -148,3 +148,21 @@ def test_watch_command_survives_a_kill_and_catches_up_on_restart(tmp_path):
         proc.wait(20)
     with mmr.Retriever.load(index, readonly=True) as r:
         assert r.search(pathlib.Path(later), k=1)[0].path == later
+
+
+def test_prune_without_watch_removes_vanished_files_once(tmp_path, capsys):
+    from mmretrieve.cli import main
+
+    root = tmp_path / "m"
+    root.mkdir()
+    a, b = _image(root / "a.png", 0), _image(root / "b.png", 1)
+    index = str(tmp_path / "p.mmr")
+    base = ["index", str(root), "--index", index, "--preset", "tiny-random", "--workers", "0", "--no-progress"]
+    assert main(base) == 0
+    os.remove(a)
+    assert main(base) == 0  # without --prune the entry stays
+    assert _index_paths(index) == [a, b]
+    capsys.readouterr()
+    assert main(base + ["--prune"]) == 0
+    assert "pruned 1 vanished file(s)" in capsys.readouterr().out
+    assert _index_paths(index) == [b]

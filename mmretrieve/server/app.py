@@ -6,16 +6,17 @@ serialises its own reads and writes, so a search never sees half a write.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import hmac
 import json
 import mimetypes
 import os
 import re
 import tempfile
+import threading
 import time
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import anyio
 import anyio.to_thread
@@ -72,6 +73,42 @@ class RemoveBody(BaseModel):
     paths: list[str] = Field(default_factory=list)
 
 
+class _SharedExclusive:
+    """Many readers or one saver. ``Retriever.save`` checkpoints the index's SQLite WAL on the
+    connection every thread shares, outside the index's own lock, so the server keeps reads out of
+    the way while it saves."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._saving = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._saving)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._saving)
+            self._saving = True
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._saving = False
+                self._cond.notify_all()
+
+
 def create_app(retriever: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
     """The API over ``retriever``; serve it with uvicorn (see :func:`mmretrieve.server.run.serve`)."""
     app = FastAPI(
@@ -82,8 +119,20 @@ def create_app(retriever: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
     limiter = anyio.CapacityLimiter(config.concurrency)
     write_lock = anyio.Lock()
 
+    guard = _SharedExclusive()
+
+    def guarded(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with guard.shared():
+                return fn()
+        return run
+
     async def in_thread(fn: Callable[[], Any]) -> Any:
-        return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=limiter)
+        return await anyio.to_thread.run_sync(guarded(fn), abandon_on_cancel=True, limiter=limiter)
+
+    def save() -> None:
+        with guard.exclusive():
+            retriever.save()
 
     def require_writer(request: Request) -> None:
         if not config.allow_writes:
@@ -215,7 +264,6 @@ def create_app(retriever: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
         def run() -> dict:
             report = retriever.add(body.paths, metadata=body.metadata, progress=False) if body.paths else None
             texts = retriever.add(body.texts, modality="text", metadata=body.metadata, progress=False) if body.texts else None
-            retriever.save()
             merged: dict = {"added": [], "updated": [], "unchanged": [], "failed": [], "ids": []}
             for r in (report, texts):
                 if r is not None:
@@ -223,9 +271,15 @@ def create_app(retriever: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
                         merged[key] += list(value)
             return merged
 
+        def run_and_save() -> dict:
+            with guard.shared():
+                out = run()
+            save()
+            return out
+
         async with write_lock:
             try:
-                return await anyio.to_thread.run_sync(run)
+                return await anyio.to_thread.run_sync(run_and_save)
             except (FileNotFoundError, ValueError, TypeError) as e:
                 raise HTTPException(422, str(e)) from None
 
@@ -237,11 +291,16 @@ def create_app(retriever: Any, config: ServeConfig = ServeConfig()) -> FastAPI:
         def run() -> int:
             n = retriever.remove(body.ids) if body.ids else 0
             n += sum(retriever.remove(p) for p in body.paths)
-            retriever.save()
+            return n
+
+        def run_and_save() -> int:
+            with guard.shared():
+                n = run()
+            save()
             return n
 
         async with write_lock:
-            return {"removed": await anyio.to_thread.run_sync(run)}
+            return {"removed": await anyio.to_thread.run_sync(run_and_save)}
 
     return BodyLimit(app, config.max_upload_bytes)  # type: ignore[return-value]
 

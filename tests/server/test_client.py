@@ -130,3 +130,71 @@ def _listeners(port: int) -> list[str]:
             if state == "0A" and int(p, 16) == port:
                 out.append(socket.inet_ntoa(bytes.fromhex(addr)[::-1]) if len(addr) == 8 else "ipv6")
     return out
+
+
+def test_searches_run_while_the_api_adds_entries(tmp_path):
+    """Writes through the API and concurrent searches: no errors, every answer is whole and ranked."""
+    import threading
+
+    import uvicorn
+
+    from mmretrieve.server import ServeConfig
+    from mmretrieve.server.app import create_app
+
+    token = "writer-token-0123456789"
+    with mmr.Retriever.create("tiny-random", path=str(tmp_path / "rw.mmr"), num_workers=0) as r:
+        r.add([f"seed text {i}" for i in range(5)], modality="text", progress=False)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(r, ServeConfig(port=port, allow_writes=True, token=token)),
+                                               host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_for_thread(server)
+            writer, reader = mmr.Client(url, token=token), mmr.Client(url)
+            answers, errors = [], []
+
+            def search_loop():
+                for i in range(15):
+                    try:
+                        answers.append(reader.search(f"text {i}", k=8, modality="text"))
+                    except Exception as e:  # noqa: BLE001 - collected and asserted below
+                        errors.append(e)
+
+            searchers = [threading.Thread(target=search_loop) for _ in range(3)]
+            for t in searchers:
+                t.start()
+            for batch in range(4):
+                report = writer.add(texts=[f"batch {batch} text {j}" for j in range(4)])
+                assert len(report["ids"]) == 4
+            for t in searchers:
+                t.join(120)
+            assert errors == []
+            assert len(answers) == 45
+            for hits in answers:
+                assert 5 <= len(hits) <= 8 and len({h.id for h in hits}) == len(hits)
+                assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+            assert reader.health()["entries"] == 21
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+
+def _wait_for_thread(server, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise AssertionError("uvicorn did not start")
+        time.sleep(0.05)
+
+
+def test_serve_refuses_writes_without_a_token(tmp_path, capsys, monkeypatch):
+    from mmretrieve.cli import main
+
+    monkeypatch.delenv("MMRETRIEVE_TOKEN", raising=False)
+    code = main(["serve", str(tmp_path / "any.mmr"), "--allow-writes"])
+    assert code == 2 and "allow_writes needs a bearer token" in capsys.readouterr().err
+    (tmp_path / "short").write_text("abc\n")
+    code = main(["serve", str(tmp_path / "any.mmr"), "--allow-writes", "--token-file", str(tmp_path / "short")])
+    assert code == 2 and "at least 16 characters" in capsys.readouterr().err
