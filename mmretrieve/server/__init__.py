@@ -1,7 +1,8 @@
 """The HTTP JSON API over one index (``mmretrieve serve``).
 
-Modules: wire (the JSON forms of queries and hits, shared with :mod:`mmretrieve.client`), config
-(ServeConfig), app (the ASGI application), limits (request-size guard), run (uvicorn start-up).
+Modules: wire (the JSON forms of hits, shared with :mod:`mmretrieve.client`), queries (a JSON
+search request -> Retriever.search arguments), config (ServeConfig), app (the ASGI application),
+limits (request-size guard), run (uvicorn start-up).
 Importing this package does not import FastAPI; ``create_app`` and ``serve`` do.
 """
 from .config import ServeConfig
