@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections import defaultdict
 
-import numpy as np
 from PIL import Image
 
 import mmretrieve as mmr

@@ -13,7 +13,6 @@ import html
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 

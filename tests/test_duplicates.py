@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import pathlib
@@ -13,7 +12,7 @@ from PIL import Image
 
 import mmretrieve as mmr
 from mmretrieve.cli import main
-from mmretrieve.duplicates import DEFAULT_DUPLICATE_THRESHOLD, collapse_hits, dedup_search, find_duplicates
+from mmretrieve.duplicates import DEFAULT_DUPLICATE_THRESHOLD, collapse_hits, dedup_search
 from mmretrieve.index import Record
 
 

@@ -27,7 +27,6 @@ from starlette.datastructures import UploadFile
 
 from .. import __version__
 from ..errors import MediaError
-from ..modality import parse_modality
 from .config import ServeConfig
 from .limits import BodyLimit, BodyTooLarge
 from .queries import Upload, parse_search

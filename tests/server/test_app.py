@@ -1,9 +1,7 @@
 """The HTTP API in-process (ASGI test client): every route, every refusal with its status and reason."""
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
 import pathlib
 import time
