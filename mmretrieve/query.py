@@ -24,6 +24,7 @@ __all__ = [
     "AudioArray",
     "QueryLike",
     "DEFAULT_COMPOSED_TEXT_WEIGHT",
+    "COMPOSED_METHODS",
     "as_query",
     "fuse",
 ]
@@ -31,6 +32,10 @@ __all__ = [
 #: Weight of the modification text in a composed query: fused = normalise((1 - w) * ref + w * text).
 #: Equal weights are the common zero-shot baseline for CLIP-based composed retrieval.
 DEFAULT_COMPOSED_TEXT_WEIGHT = 0.5
+
+#: How a composed query becomes one vector: "arithmetic" (weighted sum of the two vectors) or
+#: "inversion" (the reference becomes a pseudo word in a prompt for the text tower; see models/inversion.py).
+COMPOSED_METHODS = ("arithmetic", "inversion")
 
 
 @dataclass(frozen=True)
@@ -154,13 +159,19 @@ class Arithmetic:
 class Composed:
     """A reference image, video or sound plus a modification in words ("this photo, but at night").
 
-    The fused vector is ``normalise((1 - weight) * ref + weight * text)`` over L2-normalised embeddings;
-    ``weight`` is the text's share, default :data:`DEFAULT_COMPOSED_TEXT_WEIGHT`.
+    ``method="arithmetic"`` (default): ``normalise((1 - weight) * ref + weight * text)`` over
+    L2-normalised embeddings; ``weight`` is the text's share, default :data:`DEFAULT_COMPOSED_TEXT_WEIGHT`.
+    ``method="inversion"``: the reference is mapped to a pseudo word ``*`` and ``template`` (default
+    the network's, Pic2Word's ``"a photo of * , {text}"``) is encoded by the text tower; ``inversion``
+    names the network (a path or a ``TextualInversion``; default: the one shipped for the preset).
     """
 
     reference: Query
     text: str
     weight: float
+    method: str
+    template: Any
+    inversion: Any
 
     def __init__(
         self,
@@ -170,6 +181,9 @@ class Composed:
         video: Any = None,
         audio: Any = None,
         weight: float = DEFAULT_COMPOSED_TEXT_WEIGHT,
+        method: str = "arithmetic",
+        template: str | None = None,
+        inversion: Any = None,
     ) -> None:
         given = [(m, v) for m, v in ((Modality.IMAGE, image), (Modality.VIDEO, video), (Modality.AUDIO, audio)) if v is not None]
         if len(given) != 1:
@@ -178,24 +192,39 @@ class Composed:
             raise ValueError("Composed needs a non-empty modification text: text='...'")
         if not (isinstance(weight, (int, float)) and 0.0 <= weight <= 1.0):
             raise ValueError(f"Composed weight={weight!r} must be within [0, 1] (the text's share)")
+        if method not in COMPOSED_METHODS:
+            raise ValueError(f"Composed method={method!r}: choose one of {', '.join(COMPOSED_METHODS)}")
+        if method == "arithmetic" and (template is not None or inversion is not None):
+            raise ValueError("Composed: template= and inversion= apply to method='inversion' only")
+        if template is not None and (not isinstance(template, str) or "{text}" not in template
+                                     or template.count("*") != 1):
+            raise ValueError(f"Composed template={template!r}: a prompt with one '*' (the reference) and "
+                             f"'{{text}}' (the modification), e.g. 'a photo of * , {{text}}'")
         modality, value = given[0]
         object.__setattr__(self, "reference", Query(value, modality))
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "weight", float(weight))
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "template", template)
+        object.__setattr__(self, "inversion", inversion)
 
     def as_arithmetic(self) -> Arithmetic:
+        """The weighted sum this query stands for (``method="arithmetic"`` only)."""
+        if self.method != "arithmetic":
+            raise ValueError(f"Composed(method={self.method!r}) is not a weighted sum: embed it with a Retriever")
         return Arithmetic(((1.0 - self.weight, self.reference), (self.weight, Query.text(self.text))))
 
 
 QueryLike = Union[str, os.PathLike, Query, Composed, Arithmetic, Any]
 
 
-def as_query(value: QueryLike) -> Query | Arithmetic:
-    """Turn what a user passed to ``search`` into a Query or an Arithmetic (composed queries included)."""
+def as_query(value: QueryLike) -> Query | Arithmetic | Composed:
+    """Turn what a user passed to ``search`` into a Query or an Arithmetic (arithmetic composed queries
+    included); a ``Composed(method="inversion")`` is returned as is (it needs the encoder's text tower)."""
     if isinstance(value, (Query, Arithmetic)):
         return value
     if isinstance(value, Composed):
-        return value.as_arithmetic()
+        return value if value.method == "inversion" else value.as_arithmetic()
     if isinstance(value, str):
         if not value.strip():
             raise ValueError("empty text query")

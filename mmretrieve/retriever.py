@@ -15,7 +15,7 @@ from .indexing import AddReport, commit_files, write_files
 from .media.video import VideoSampling
 from .modality import Modality, modality_of_path, parse_modality
 from .pipeline import Embedded, Source, Preparer, embed_sources, encode_texts, encode_windows, file_hash
-from .query import Arithmetic, AudioArray, Query, QueryLike, VideoArray, as_query, fuse
+from .query import Arithmetic, AudioArray, Composed, Query, QueryLike, VideoArray, as_query, fuse
 
 __all__ = ["Retriever", "AddReport", "AddPlan", "expand_inputs", "default_video_sampling", "index_fingerprint"]
 
@@ -65,6 +65,7 @@ class Retriever:
         self.audio_window = audio_window
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self._inversions: dict = {}
 
     # construction --------------------------------------------------------------------------------
     @classmethod
@@ -263,17 +264,49 @@ class Retriever:
     def embed(self, query: QueryLike) -> np.ndarray:
         """The L2-normalised vector (D,) of any query: text, file, image, VideoArray, AudioArray, Composed, Arithmetic."""
         q = as_query(query)
+        if isinstance(q, Composed):
+            return self._embed_inversion(q)
         if isinstance(q, Arithmetic):
             vecs = np.stack([self._embed_one(term) for _, term in q.terms])
             return fuse(vecs, [w for w, _ in q.terms])
         return self._embed_one(q)
 
-    def _embed_one(self, q: Query) -> np.ndarray:
+    def inversion_network(self, source: Any = None):
+        """The textual-inversion network for composed queries: ``source`` (a path or a network), or the one
+        shipped for this index's preset; loaded once, checked against the encoder's text tower."""
+        from .models.inversion import load_inversion, shipped_inversion
+
+        cache = self._inversions
+        key = id(source) if source is not None and not isinstance(source, (str, os.PathLike)) else source
+        key = os.fspath(key) if isinstance(key, os.PathLike) else key
+        if key not in cache:
+            net = shipped_inversion(self.encoder.preset.name) if source is None else load_inversion(source)
+            net.check_encoder(self.encoder)
+            cache[key] = net.to(self.encoder.device).eval()
+        return cache[key]
+
+    def _embed_inversion(self, q: Composed) -> np.ndarray:
         import torch
 
-        if q.modality is Modality.TEXT:
+        from .models.inversion import reference_features
+
+        net = self.inversion_network(q.inversion)
+        ref = q.reference
+        if net.config.input == "raw":
+            if ref.modality is not Modality.IMAGE:
+                raise ValueError(f"inversion network {net.source}: it takes raw image-tower features (Pic2Word), so "
+                                 f"it composes image references only; for a {ref.modality.value} reference use one "
+                                 f"trained on normalised vectors (mmretrieve train --recipe pic2word)")
+            tensors = self._prepare(ref)
             with torch.inference_mode():
-                return encode_texts(self.encoder, [q.value])[0]
+                vec = reference_features(self.encoder, torch.stack(list(tensors)[:1]), "raw")
+        else:
+            vec = torch.from_numpy(self._embed_one(ref)).unsqueeze(0)
+        with torch.inference_mode():
+            out = net.compose(self.encoder, vec.to(self.encoder.device), [q.text], q.template)
+        return out[0].float().cpu().numpy()
+
+    def _prepare(self, q: Query) -> list:
         value = q.value
         path = os.path.expanduser(os.fspath(value)) if isinstance(value, (str, os.PathLike)) else None
         if path is not None and not os.path.isfile(path):
@@ -283,8 +316,17 @@ class Retriever:
         prep = Preparer(self.encoder, dataclasses.replace(self.video_sampling, window=None), self.audio_window)(0, source)
         if prep.error is not None:
             raise MediaError(path, prep.error)
+        return prep.tensors
+
+    def _embed_one(self, q: Query) -> np.ndarray:
+        import torch
+
+        if q.modality is Modality.TEXT:
+            with torch.inference_mode():
+                return encode_texts(self.encoder, [q.value])[0]
+        tensors = self._prepare(q)
         with torch.inference_mode():
-            vecs = encode_windows(self.encoder, q.modality, prep.tensors, self.batch_size)
+            vecs = encode_windows(self.encoder, q.modality, tensors, self.batch_size)
         return fuse(vecs, [1.0] * len(vecs))
 
     def search(

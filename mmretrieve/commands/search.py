@@ -15,6 +15,12 @@ def register(sub) -> None:
     p.add_argument("text", nargs="?", default=None, help="query words (with --file: the modification text)")
     p.add_argument("--file", "-f", default=None, help="an example image, clip or sound to search with")
     p.add_argument("--weight", type=float, default=None, help="text share of a composed query (--file + text), 0..1")
+    p.add_argument("--method", choices=("arithmetic", "inversion"), default="arithmetic",
+                   help="composed query: weighted sum of the two vectors, or textual inversion (the file becomes "
+                        "a pseudo word in a prompt; default: %(default)s)")
+    p.add_argument("--inversion", metavar="PATH", default=None,
+                   help="inversion network (.safetensors, or Pic2Word's .pt); default: the one shipped for the preset")
+    p.add_argument("--template", default=None, help="inversion prompt with '*' and '{text}' (default: 'a photo of * , {text}')")
     add_modality(p, "only results of this modality (repeatable)")
     p.add_argument("-k", type=int, default=10, help="number of results (default: %(default)s)")
     p.add_argument("--where", action="append", metavar="KEY=VALUE", help="metadata filter (repeatable)")
@@ -31,7 +37,8 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def build_query(text: str | None, file: str | None, weight: float | None):
+def build_query(text: str | None, file: str | None, weight: float | None, method: str = "arithmetic",
+                inversion: str | None = None, template: str | None = None):
     from ..modality import modality_of_path
     from ..query import DEFAULT_COMPOSED_TEXT_WEIGHT, Composed
 
@@ -44,6 +51,12 @@ def build_query(text: str | None, file: str | None, weight: float | None):
     modality = modality_of_path(file)
     if modality is None or modality.value == "text":
         raise ValueError(f"--file {file}: unknown media extension")
+    if method == "inversion":
+        if weight is not None:
+            raise ValueError("--weight applies to --method arithmetic only")
+        return Composed(text=text, method="inversion", inversion=inversion, template=template, **{modality.value: file})
+    if inversion is not None or template is not None:
+        raise ValueError("--inversion and --template apply to --method inversion only")
     w = DEFAULT_COMPOSED_TEXT_WEIGHT if weight is None else weight
     return Composed(text=text, weight=w, **{modality.value: file})
 
@@ -60,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     from ..gather import gather_hits, hit_paths
     from ..retriever import Retriever
 
-    query = build_query(args.text, args.file, args.weight)
+    if args.method != "arithmetic" and not (args.file and args.text):
+        raise ValueError("--method inversion needs both --file (the reference) and the modification text")
+    query = build_query(args.text, args.file, args.weight, args.method, args.inversion, args.template)
     extra = {} if args.dedup is None else {"dedup": args.dedup}
     with Retriever.load(args.index, device=args.device, pretrained=args.pretrained, readonly=True) as r:
         hits = r.search(query, modality=args.modality, k=args.k, where=parse_where(args.where), **extra)

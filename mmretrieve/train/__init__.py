@@ -4,6 +4,7 @@ Nothing in the search path imports this package.
 """
 from .config import (
     DataConfig,
+    InversionTrainConfig,
     LockConfig,
     LoraConfig,
     ModelConfig,
@@ -22,6 +23,7 @@ from .trainer import Trainer, TrainResult, apply_locks, parameter_groups, train
 
 __all__ = [
     "DataConfig",
+    "InversionTrainConfig",
     "LockConfig",
     "LoraConfig",
     "ModelConfig",

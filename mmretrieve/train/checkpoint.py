@@ -21,7 +21,7 @@ import os
 import random
 import shutil
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -116,8 +116,12 @@ def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 
 def save_checkpoint(out: str, step: int, encoder, logit_scale: torch.nn.Module, optimizer, scheduler,
-                    scaler, extra: dict[str, Any], keep_last: int = 2) -> str:
-    """Write the checkpoint of ``step`` under ``out/checkpoints`` and point ``out/LATEST`` at it."""
+                    scaler, extra: dict[str, Any], keep_last: int = 2, *,
+                    modules: Mapping[str, torch.nn.Module] | None = None, save_encoder: bool = True) -> str:
+    """Write the checkpoint of ``step`` under ``out/checkpoints`` and point ``out/LATEST`` at it.
+
+    ``modules`` are extra trained modules (e.g. an inversion network), each written to
+    ``NAME.safetensors``; ``save_encoder=False`` leaves out a frozen encoder (rebuilt from the config)."""
     from mmretrieve.models.weights import save_safetensors
 
     root = os.path.join(out, "checkpoints")
@@ -127,7 +131,10 @@ def save_checkpoint(out: str, step: int, encoder, logit_scale: torch.nn.Module, 
     tmp = final + f".tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    _save_encoder(encoder, tmp)
+    if save_encoder:
+        _save_encoder(encoder, tmp)
+    for name, module in (modules or {}).items():
+        save_safetensors(os.path.join(tmp, f"{name}.safetensors"), module.state_dict(), {"format": _FORMAT})
     tensors, rng_meta = _rng_tensors()
     tensors["logit_scale.log_scale"] = logit_scale.log_scale.detach()
     save_safetensors(os.path.join(tmp, "trainer.safetensors"), tensors, {"format": _FORMAT})
@@ -138,6 +145,8 @@ def save_checkpoint(out: str, step: int, encoder, logit_scale: torch.nn.Module, 
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "rng": rng_meta,
+        "encoder_saved": save_encoder,
+        "modules": sorted(modules or {}),
         **extra,
     }
     with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
@@ -167,7 +176,8 @@ def latest_checkpoint(out: str) -> str | None:
     return path if os.path.isfile(os.path.join(path, "state.json")) else None
 
 
-def load_checkpoint(path: str, encoder, logit_scale: torch.nn.Module, optimizer, scheduler, scaler) -> CheckpointState:
+def load_checkpoint(path: str, encoder, logit_scale: torch.nn.Module, optimizer, scheduler, scaler, *,
+                    modules: Mapping[str, torch.nn.Module] | None = None) -> CheckpointState:
     """Restore everything ``save_checkpoint`` wrote into live objects; returns the step."""
     from mmretrieve.models.weights import load_safetensors
 
@@ -175,7 +185,20 @@ def load_checkpoint(path: str, encoder, logit_scale: torch.nn.Module, optimizer,
         state = json.load(f)
     if state.get("format") != _FORMAT:
         raise ValueError(f"{path}: not an mmretrieve training checkpoint (format {state.get('format')!r})")
-    _load_encoder(encoder, path)
+    saved = sorted(state.get("modules", []))
+    if saved != sorted(modules or {}):
+        raise ValueError(f"{path}: the checkpoint holds modules {saved} but this run has {sorted(modules or {})}; "
+                         f"resume with the run's own config")
+    if state.get("encoder_saved", True):
+        _load_encoder(encoder, path)
+    for name, module in (modules or {}).items():
+        file = os.path.join(path, f"{name}.safetensors")
+        tensors, _ = load_safetensors(file)
+        own = module.state_dict()
+        wrong = sorted(set(tensors) ^ set(own)) + [k for k in tensors if k in own and tensors[k].shape != own[k].shape]
+        if wrong:
+            raise ValueError(f"{file}: tensors do not match this run's {name} module, e.g. {wrong[:5]}")
+        module.load_state_dict(tensors)
     tensors, _ = load_safetensors(os.path.join(path, "trainer.safetensors"))
     with torch.no_grad():
         logit_scale.log_scale.copy_(tensors["logit_scale.log_scale"])

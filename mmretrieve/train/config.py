@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Any, Mapping
 
+from mmretrieve.models.inversion import InversionConfig
+
 __all__ = [
     "TEST_SPLITS",
     "ModelConfig",
@@ -29,6 +31,7 @@ __all__ = [
     "LockConfig",
     "LoraConfig",
     "RunConfig",
+    "InversionTrainConfig",
     "TrainConfig",
     "list_recipes",
     "load_recipe",
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 _AMP = ("none", "bf16", "fp16")
-_DATA_KINDS = ("synthetic", "manifest", "coco", "msrvtt", "clotho", "shards")
+_DATA_KINDS = ("synthetic", "manifest", "coco", "msrvtt", "clotho", "shards", "folder")
 _TASKS = ("image", "video", "audio")
 _LORA_TOWERS = ("image", "text", "audio")
 _LORA_TARGETS = ("attn", "q", "k", "v", "out", "mlp")
@@ -62,7 +65,8 @@ class ModelConfig:
 class DataConfig:
     """Where the (caption, media) pairs come from.
 
-    kind: synthetic (generated under ``root`` with ``synthetic``'s sizes), manifest (``root`` is the
+    kind: synthetic (generated under ``root`` with ``synthetic``'s sizes), folder (``root`` is a folder of
+        media walked recursively by extension, no captions: for ``inversion`` runs), manifest (``root`` is the
         manifest file), coco / msrvtt / clotho (``root`` is the dataset folder; see datasets/*.md),
         shards (``root`` is a pattern of webdataset-style tar shards, ``/data/shards-{0000..0099}.tar``, a
         glob or a list; indexed once, media read in place by offset, nothing extracted; see
@@ -208,6 +212,27 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class InversionTrainConfig:
+    """Textual inversion (Pic2Word): train only a mapping network from reference vectors to ``tokens``
+    pseudo-word embeddings, the encoder frozen, with a contrastive loss between each image (or clip)
+    vector and the text tower's output for ``prompt`` holding its pseudo tokens. Captions are unused.
+
+    input: "normalized" (the stored vectors; images and clips) or "raw" (the image tower's unnormalised
+    output, as Pic2Word; images only). template: the query prompt recorded in the exported network.
+    The network is written to ``run.out/inversion.safetensors`` (and ``run.export`` when set).
+    """
+
+    enabled: bool = False
+    tokens: int = 1
+    hidden_dim: int = 512
+    layers: int = 2
+    dropout: float = 0.1
+    input: str = "normalized"
+    prompt: str = "a photo of *"
+    template: str = "a photo of * , {text}"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A whole training run; ``name`` is the recipe name (for the log)."""
 
@@ -218,13 +243,14 @@ class TrainConfig:
     lock: LockConfig = field(default_factory=LockConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    inversion: InversionTrainConfig = field(default_factory=InversionTrainConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "lock": LockConfig,
-             "lora": LoraConfig, "run": RunConfig}
+             "lora": LoraConfig, "run": RunConfig, "inversion": InversionTrainConfig}
 
 
 def _validate(c: TrainConfig) -> None:
@@ -250,6 +276,30 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"data.val_fraction={c.data.val_fraction}: must be in [0, 1)")
     _validate_schedule(c)
     _validate_lora(c)
+    _validate_inversion(c)
+
+
+def _validate_inversion(c: TrainConfig) -> None:
+    inv = c.inversion
+    if not isinstance(inv.enabled, bool):
+        raise ValueError(f"inversion.enabled={inv.enabled!r}: true or false")
+    if c.data.kind == "folder" and not inv.enabled:
+        raise ValueError("data.kind=folder has no captions: it trains inversion runs only (inversion.enabled: true)")
+    if not inv.enabled:
+        return
+    if c.lora.enabled:
+        raise ValueError("inversion.enabled and lora.enabled: an inversion run keeps the encoder frozen; disable lora")
+    bad = [t for t in c.data.tasks if t not in ("image", "video")]
+    if bad:
+        raise ValueError(f"data.tasks={list(c.data.tasks)!r}: inversion trains on image and video references only")
+    if inv.input == "raw" and "video" in c.data.tasks:
+        raise ValueError("inversion.input=raw takes the image tower's raw output: images only (use input: normalized "
+                         "for clips)")
+    try:  # the network's own checks (sizes, input kind, prompt and template markers)
+        InversionConfig(input_dim=1, token_dim=1, hidden_dim=inv.hidden_dim, layers=inv.layers, tokens=inv.tokens,
+                        dropout=inv.dropout, input=inv.input, template=inv.template, train_prompt=inv.prompt)
+    except ValueError as e:
+        raise ValueError(f"inversion: {e}") from None
 
 
 _EPOCHS = ("items", "captions")

@@ -26,10 +26,10 @@ import torch
 
 from mmretrieve.data.common import Sample
 from mmretrieve.data.shards import ShardSample
-from mmretrieve.modality import Modality
+from mmretrieve.modality import Modality, modality_of_path
 from mmretrieve.models.preprocess import pad_frames
 
-__all__ = ["PairSet", "MediaDecoder", "Batch", "TaskStream", "load_pairs", "collate"]
+__all__ = ["PairSet", "MediaDecoder", "Batch", "TaskStream", "load_pairs", "collate", "folder_samples"]
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,8 @@ class TaskStream:
 
     def caption(self, step: int, index: int) -> str:
         caps = self.pairs.samples[index].captions
+        if not caps:  # caption-less items (data.kind=folder) train inversion runs, which read no captions
+            return ""
         return caps[random.Random(_seed_int("caption", self.seed, self.task, step, index)).randrange(len(caps))]
 
     def _unit_caption(self, step: int, unit: int) -> str:
@@ -279,6 +281,11 @@ def load_pairs(data, seed: int = 0) -> tuple[dict[str, PairSet], dict[str, PairS
             val += b
     elif kind == "shards":
         train, val = _read_shards(data, tasks, seed)
+    elif kind == "folder":
+        for m in tasks:
+            a, b = _split([s for s in folder_samples(data.root) if s.modality is m], data.val_fraction, seed)
+            train += a
+            val += b
     else:
         train, val = _read_official(data, seed)
     out_train = {m.value: PairSet(m, tuple(s for s in train if s.modality is m)) for m in tasks}
@@ -288,6 +295,21 @@ def load_pairs(data, seed: int = 0) -> tuple[dict[str, PairSet], dict[str, PairS
     if empty:
         raise ValueError(f"data: no training items for task(s) {empty} in {kind} data at {data.root}")
     return out_train, out_val
+
+
+def folder_samples(root: str | None) -> list[Sample]:
+    """Every media file under ``root`` (recursively, sorted, modality from the extension), without captions."""
+    if not root or not os.path.isdir(root):
+        raise ValueError(f"data.root={root!r}: data.kind=folder needs an existing folder of images or clips")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.abspath(os.path.join(dirpath, name))
+            m = modality_of_path(path)
+            if m is not None and m is not Modality.TEXT:
+                out.append(Sample(path=path, modality=m, captions=(), item_id=os.path.relpath(path, root)))
+    return out
 
 
 # (train, validation) splits; never a test split for validation (config.TEST_SPLITS)

@@ -28,6 +28,7 @@ from mmretrieve.modality import Modality
 from .checkpoint import copy_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .data import MediaDecoder, TaskStream, load_pairs
+from .inversion import build_inversion, freeze_encoder, inversion_loss, validate_inversion
 from .distributed import DistInfo, average_gradients, barrier, gather_objects, gather_with_grad, init_distributed
 from .lora import add_lora, has_lora, is_lora_parameter, lora_base_keys, lora_cached, merged_state_dict, tower_of
 from .loss import LogitScale, contrastive_loss, positives_matrix
@@ -43,6 +44,7 @@ class TrainResult:
     val: dict = field(default_factory=dict)
     encoder: Any = None
     best: dict | None = None
+    inversion: Any = None
 
 
 # The output projection of each tower: still trained under LoRA when ``lora.train_projection``.
@@ -179,7 +181,13 @@ class Trainer:
                                  f"mmretrieve.train.merge_lora, or make the config match)")
         self.encoder = encoder
         self.encoder.train()
-        self.trainable = apply_locks(self.encoder, config)
+        self.inversion = None
+        if config.inversion.enabled:  # Pic2Word: only the mapping network trains
+            freeze_encoder(self.encoder)
+            self.inversion = build_inversion(config, self.encoder).train()
+            self.trainable = {"inversion": sum(p.numel() for p in self.inversion.parameters())}
+        else:
+            self.trainable = apply_locks(self.encoder, config)
         if run.grad_checkpointing:
             clip = self.encoder.clip
             if hasattr(clip, "set_grad_checkpointing"):
@@ -188,7 +196,7 @@ class Trainer:
                 self.encoder.audio.transformer.grad_checkpointing = True
         self.logit_scale = LogitScale(o.init_temperature, o.max_logit_scale, o.learn_temperature).to(device)
         self.train_pairs, self.val_pairs = load_pairs(config.data, seed=run.seed)
-        decoder = MediaDecoder(self.encoder, config.data.num_frames)
+        decoder = self.decoder = MediaDecoder(self.encoder, config.data.num_frames)
         self.streams = {t: TaskStream(p, decoder, batch_size=o.batch_size, seed=run.seed, rank=self.dist.rank,
                                       world_size=self.dist.world_size, cache=config.data.cache,
                                       num_workers=config.data.num_workers, epoch=config.data.epoch)
@@ -196,8 +204,9 @@ class Trainer:
         self.steps_per_epoch = max(1, max(len(s) for s in self.streams.values()) // o.grad_accum)
         self.total_steps = o.max_steps if o.max_steps is not None else o.epochs * self.steps_per_epoch
         self.warmup_steps = warmup_steps(config, self.total_steps)
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.encoder, self.logit_scale, config),
-                                           betas=tuple(o.betas), eps=o.eps)
+        groups = (parameter_groups(self.encoder, self.logit_scale, config) if self.inversion is None
+                  else parameter_groups(self.inversion, self.logit_scale, config))
+        self.optimizer = torch.optim.AdamW(groups, betas=tuple(o.betas), eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(self.warmup_steps, self.total_steps, o.schedule))
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[run.amp]
         use_scaler = self.amp_dtype is torch.float16 and device.type == "cuda"
@@ -225,6 +234,9 @@ class Trainer:
     def task_loss(self, task: str, micro_step: int) -> torch.Tensor:
         """The contrastive loss of one task's batch at ``micro_step`` (global batch under DDP)."""
         batch = self.streams[task].batch(micro_step)
+        if self.inversion is not None:
+            with self._autocast():
+                return inversion_loss(self.encoder, self.inversion, batch, self.logit_scale(), self.dist, self.device)
         with self._autocast():
             text = self.encoder.encode_text(list(batch.captions), max_words=self.config.data.max_words)
             media = self._encode_media(batch)
@@ -285,7 +297,9 @@ class Trainer:
                 for task, pairs in self.val_pairs.items():
                     if len(pairs) < 2:
                         continue
-                    if self.config.data.kind == "synthetic":
+                    if self.inversion is not None:
+                        out[task] = validate_inversion(self.encoder, self.inversion, pairs, self.decoder)
+                    elif self.config.data.kind == "synthetic":
                         out[task] = evaluate_synthetic(self.encoder, pairs.samples, num_frames=frames,
                                                        cache=self._val_cache, max_words=words)
                     else:
@@ -298,7 +312,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def resume_from(self, path: str) -> None:
-        st = load_checkpoint(path, self.encoder, self.logit_scale, self.optimizer, self.scheduler, self.scaler)
+        st = load_checkpoint(path, self.encoder, self.logit_scale, self.optimizer, self.scheduler, self.scaler,
+                             modules=self._modules())
         self.step = st.step
         self.best = st.state.get("best")
 
@@ -310,7 +325,11 @@ class Trainer:
                  "preset": self.encoder.preset.name, "video_head": self.encoder.video_head_name,
                  "num_frames": self.config.data.num_frames}
         return save_checkpoint(out, self.step, self.encoder, self.logit_scale, self.optimizer, self.scheduler,
-                               self.scaler, extra, keep_last=self.config.run.keep_last)
+                               self.scaler, extra, keep_last=self.config.run.keep_last, modules=self._modules(),
+                               save_encoder=self.inversion is None)
+
+    def _modules(self) -> dict:
+        return {} if self.inversion is None else {"inversion": self.inversion.mapper}
 
     def fit(self, *, resume: bool | str = True, stop_after: int | None = None,
             on_step: Callable[[dict], None] | None = None) -> TrainResult:
@@ -368,9 +387,16 @@ class Trainer:
                 bar.close()
             writer.close()
         self.encoder.eval()
-        if run.export and self.dist.is_main and self.step >= self.total_steps:
+        done = self.dist.is_main and self.step >= self.total_steps
+        if self.inversion is not None:
+            self.inversion.eval()
+            if done:
+                for path in (os.path.join(out, "inversion.safetensors") if out else None, run.export):
+                    if path:
+                        self.inversion.save(path)
+        elif run.export and done:
             export_weights(self.encoder, run.export)
-        return TrainResult(out, self.step, self.history, last_val, self.encoder, self.best)
+        return TrainResult(out, self.step, self.history, last_val, self.encoder, self.best, self.inversion)
 
     def _track_best(self, val: dict) -> None:
         if self.config.run.best_metric == "mAP@10":
