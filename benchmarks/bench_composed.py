@@ -75,9 +75,9 @@ def main() -> int:
     ap.add_argument("--root", default="runs/bench-composed")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--inversion", default=None, help="an existing network (skip training)")
-    ap.add_argument("--template", default=None, help="prompt template (default: the network's)")
+    ap.add_argument("--template", action="append", default=None,
+                    help="prompt template(s) to compare (repeatable; default: the network's)")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     gallery = corpus(os.path.join(args.root, "gallery"), n_images=240, n_videos=96, n_audio=0, seed=0)
     held = {m: holdout_combinations(m, HOLDOUT, seed=0) for m in ("image", "video")}
     path = args.inversion
@@ -87,8 +87,9 @@ def main() -> int:
     net = TextualInversion.load(path)
     r = mmr.Retriever.create("sample")
     enc = r.encoder
-    print(f"inversion network: {path} (template {args.template or net.config.template!r}, "
-          f"{net.config.tokens} token(s), input {net.config.input})")
+    templates = args.template or [net.config.template]
+    print(f"inversion network: {path} ({net.config.tokens} token(s), input {net.config.input}, "
+          f"default template {net.config.template!r})")
     rows = []
     for m in ("image", "video"):
         items = gallery.of(m)
@@ -100,7 +101,7 @@ def main() -> int:
             texts = [t.text for t in trips]
             with torch.inference_mode():
                 tv = enc.encode_text(texts).cpu().numpy()
-                inv = net.compose(enc, torch.from_numpy(vecs[refs]), texts, args.template).cpu().numpy()
+                inv = {t: net.compose(enc, torch.from_numpy(vecs[refs]), texts, t).cpu().numpy() for t in templates}
             ref_only = composed_recall(vecs[refs], vecs, refs, tgts)
             text_only = composed_recall(tv, vecs, refs, tgts)
             rows.append((m, split, len(trips), "reference only", ref_only))
@@ -109,17 +110,22 @@ def main() -> int:
                 fused = (1 - w) * vecs[refs] + w * tv
                 fused /= np.linalg.norm(fused, axis=1, keepdims=True)
                 rows.append((m, split, len(trips), f"arithmetic w={w:.1f}", composed_recall(fused, vecs, refs, tgts)))
-            rows.append((m, split, len(trips), "inversion", composed_recall(inv, vecs, refs, tgts)))
-    print(f"\n{'modality':<8} {'queries':<16} {'method':<20} {'R@1':>6} {'R@5':>6} {'R@10':>6}")
+            for t, q in inv.items():
+                label = "inversion" if len(inv) == 1 else f"inversion {t!r}"
+                rows.append((m, split, len(trips), label, composed_recall(q, vecs, refs, tgts)))
+    width = max(len(r[3]) for r in rows)
+    print(f"\n{'modality':<8} {'queries':<16} {'method':<{width}} {'R@1':>6} {'R@5':>6} {'R@10':>6}")
     for m, split, n, method, res in rows:
-        print(f"{m:<8} {split + f' ({n})':<16} {method:<20} {res['R@1']:6.1f} {res['R@5']:6.1f} {res['R@10']:6.1f}")
+        print(f"{m:<8} {split + f' ({n})':<16} {method:<{width}} {res['R@1']:6.1f} {res['R@5']:6.1f} {res['R@10']:6.1f}")
     print("\nbest arithmetic weight vs inversion (R@1):")
     for m in ("image", "video"):
         for split in ("all", "held-out"):
             ar = [(res["R@1"], method) for mm, s, _, method, res in rows if mm == m and s == split and method.startswith("arith")]
             best = max(ar)
-            inv = next(res["R@1"] for mm, s, _, method, res in rows if mm == m and s == split and method == "inversion")
-            print(f"  {m:<6} {split:<9} best {best[1]}: {best[0]:.1f}   inversion: {inv:.1f}")
+            inv = [(res["R@1"], method) for mm, s, _, method, res in rows if mm == m and s == split
+                   and method.startswith("inversion")]
+            shown = "   ".join(f"{method}: {r1:.1f}" for r1, method in inv)
+            print(f"  {m:<6} {split:<9} best {best[1]}: {best[0]:.1f}   {shown}")
     return 0
 
 
