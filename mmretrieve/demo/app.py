@@ -48,12 +48,14 @@ def build_demo(
     examples: Mapping[str, Sequence[str]] | Sequence[str] = (),
     max_upload_bytes: int | None = 50 * 1024**2,
     default_k: int = 10,
+    inversion: Any = None,
 ) -> Any:
     """A ``gr.Blocks`` page over ``retriever`` (not launched; see :func:`mmretrieve.demo.launch`).
 
     ``tabs`` is a subset of :data:`TABS` (default: all). ``note`` is shown under the index facts (e.g.
     "built from the sample corpus"). ``examples`` are text queries offered under the text tabs: one list
-    for all, or a mapping from result modality ("image", "video", "audio") to its own list.
+    for all, or a mapping from result modality ("image", "video", "audio") to its own list. ``inversion``:
+    the network behind the Composed tab's inversion method (a path; default: the one shipped for the preset).
     """
     import gradio as gr
 
@@ -61,7 +63,7 @@ def build_demo(
     unknown = [t for t in chosen if t not in TABS]
     if unknown or not chosen:
         raise ValueError(f"tabs={list(chosen)!r}: choose from {', '.join(TABS)}")
-    backend = DemoBackend(retriever, max_upload_bytes=max_upload_bytes, note=note)
+    backend = DemoBackend(retriever, max_upload_bytes=max_upload_bytes, note=note, inversion=inversion)
     kwargs: dict[str, Any] = {"title": title, "analytics_enabled": False}
     if "css" in inspect.signature(gr.Blocks.__init__).parameters:  # Gradio 5; Gradio 6 takes css in launch()
         kwargs["css"] = DEMO_CSS
@@ -136,13 +138,18 @@ def build_demo(
                     elif tab == "composed":
                         gr.Markdown(
                             "A reference image (or clip) plus the change you want in words. "
-                            "The slider is the text's share: 0 = only the reference, 1 = only the words."
+                            "Arithmetic mixes the two vectors (the slider is the text's share: 0 = only the reference, "
+                            "1 = only the words); inversion turns the reference into a word of a prompt for the text "
+                            "tower (“a photo of * , in blue”) and ignores the slider."
                         )
                         with gr.Row():
                             upload = gr.File(label="Reference image or clip", file_types=_upload_types(), type="filepath", elem_id="composed-upload")
                             with gr.Column():
                                 text = gr.Textbox(label="Change (e.g. “in blue”, “moving left”)", elem_id="composed-text")
-                                weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Text weight", elem_id="composed-weight")
+                                method = gr.Radio(["arithmetic", "inversion"], value="arithmetic", label="Method",
+                                                  elem_id="composed-method")
+                                weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Text weight (arithmetic)",
+                                                   elem_id="composed-weight")
                         with gr.Row():
                             mods = modality_filter(tab)
                             k = k_slider(tab)
@@ -150,11 +157,11 @@ def build_demo(
                         kinds = ["image", "video", "audio"]
                         outs = outputs(tab, kinds)
 
-                        def on_composed(file, words, w, mod_values, k_value, _kinds=kinds):
-                            return render(backend.composed_search(file, words, w, mod_values, k_value), _kinds)
+                        def on_composed(file, words, w, how, mod_values, k_value, _kinds=kinds):
+                            return render(backend.composed_search(file, words, w, mod_values, k_value, how), _kinds)
 
                         for trigger in (button.click, text.submit):
-                            trigger(on_composed, inputs=[upload, text, weight, mods, k], outputs=outs)
+                            trigger(on_composed, inputs=[upload, text, weight, method, mods, k], outputs=outs)
                     else:  # index
                         stats = gr.Markdown(backend.stats_markdown(), elem_id="index-stats")
                         details = gr.JSON(value=_jsonable(backend.stats()), label="retriever.info()", elem_id="index-info")

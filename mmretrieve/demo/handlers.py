@@ -86,10 +86,13 @@ def _modalities(value: str | Sequence[str] | None) -> tuple[Modality, ...] | Non
 class DemoBackend:
     """Runs the demo's queries on one retriever (one at a time: the retriever is shared by all visitors)."""
 
-    def __init__(self, retriever: Any, *, max_upload_bytes: int | None = 50 * 1024**2, note: str | None = None):
+    def __init__(self, retriever: Any, *, max_upload_bytes: int | None = 50 * 1024**2, note: str | None = None,
+                 inversion: Any = None):
+        """``inversion``: the network of the Composed tab's inversion method (a path; default: the preset's own)."""
         self.retriever = retriever
         self.max_upload_bytes = max_upload_bytes
         self.note = note
+        self.inversion = inversion
         self._lock = threading.Lock()
 
     # queries ------------------------------------------------------------------------------------------
@@ -111,9 +114,11 @@ class DemoBackend:
         return self._run(Query(path, mod), f"{mod.value} {os.path.basename(path)}", modality, k)
 
     def composed_search(
-        self, upload: Any, text: str | None, weight: float | None, modality: str | Sequence[str] | None, k: int | float
+        self, upload: Any, text: str | None, weight: float | None, modality: str | Sequence[str] | None, k: int | float,
+        method: str = "arithmetic",
     ) -> SearchResult:
-        """A reference image or clip plus a change in words, mixed by ``weight`` (the text's share)."""
+        """A reference image or clip plus a change in words: mixed by ``weight`` (the text's share) with
+        ``method="arithmetic"``, or written into a prompt as a pseudo word with ``method="inversion"``."""
         try:
             path, mod = self._upload(upload, "reference")
         except ValueError as e:
@@ -125,10 +130,15 @@ class DemoBackend:
 
         w = DEFAULT_COMPOSED_TEXT_WEIGHT if weight is None else float(weight)
         try:
-            query = Composed(text=text, weight=w, **{mod.value: path})
+            if method == "inversion":
+                query = Composed(text=text, method="inversion", inversion=self.inversion, **{mod.value: path})
+                how = "textual inversion"
+            else:
+                query = Composed(text=text, weight=w, method=method, **{mod.value: path})
+                how = f"text weight {w:.2f}"
         except ValueError as e:
             return SearchResult(error=str(e))
-        return self._run(query, f"{mod.value} {os.path.basename(path)} + “{text}” (text weight {w:.2f})", modality, k)
+        return self._run(query, f"{mod.value} {os.path.basename(path)} + “{text}” ({how})", modality, k)
 
     def _upload(self, upload: Any, what: str) -> tuple[str, Modality]:
         path = _upload_path(upload)

@@ -211,3 +211,24 @@ def test_sample_index_when_no_index_is_given(tmp_path):
         assert preset in auto.note
     finally:
         auto.close()
+
+
+def test_composed_by_inversion(backend, demo_index, tmp_path):
+    import torch
+
+    from mmretrieve.demo.handlers import DemoBackend
+    from mmretrieve.models.inversion import TextualInversion, config_for
+
+    # the tiny preset ships no network: the tab says so instead of failing
+    res = backend.composed_search(demo_index.images[4], "in blue", 0.5, ["image"], 3, "inversion")
+    assert not res.ok and "ships no inversion network" in res.error
+    torch.manual_seed(0)
+    path = TextualInversion(config_for(backend.retriever.encoder, hidden_dim=16)).save(tmp_path / "inv.safetensors")
+    own = DemoBackend(backend.retriever, inversion=path)
+    res = own.composed_search(demo_index.images[4], "in blue", 0.5, ["image"], 3, "inversion")
+    assert res.ok and len(res.hits) == 3 and "textual inversion" in res.query
+    want = backend.retriever.search(mmr.Composed(image=demo_index.images[4], text="in blue", method="inversion",
+                                                 inversion=path), modality="image", k=3)
+    assert [h.path for h in res.hits] == [h.path for h in want]
+    res = own.composed_search(demo_index.videos[0], "moving left", 0.5, ["video"], 2, "inversion")
+    assert res.ok and {h.modality.value for h in res.hits} == {"video"}
