@@ -114,7 +114,7 @@ def test_search_command_method_inversion(setup):
     out = _cli("search", index_path, "that is red", "--file", ref, "--method", "inversion", "--inversion", path,
                "--modality", "image", "-k", "2", "--json")
     assert out.returncode == 0, out.stderr
-    hits = json.loads(out.stdout)
+    hits = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]  # JSON Lines
     want = r.search(mmr.Composed(image=ref, text="that is red", method="inversion", inversion=path),
                     modality="image", k=2)
     assert [h["path"] for h in hits] == [h.path for h in want]

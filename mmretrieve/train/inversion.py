@@ -90,5 +90,7 @@ def validate_inversion(encoder, net: TextualInversion, pairs, decoder, *, batch_
     ranks = (sims > own).sum(dim=1).numpy()
     n = len(ranks)
     return {"t2x": {"R@1": float(np.mean(ranks < 1) * 100), "R@5": float(np.mean(ranks < 5) * 100),
-                    "R@10": float(np.mean(ranks < 10) * 100), "MdR": float(np.median(ranks) + 1),
+                    "R@10": float(np.mean(ranks < 10) * 100),
+                    "mAP@10": float(np.mean(np.where(ranks < 10, 1.0 / (ranks + 1), 0.0)) * 100),  # one relevant item
+                    "MdR": float(np.median(ranks) + 1),
                     "chance_R@1": 100.0 / max(1, n)}}
