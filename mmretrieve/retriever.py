@@ -277,8 +277,7 @@ class Retriever:
         from .models.inversion import load_inversion, shipped_inversion
 
         cache = self._inversions
-        key = id(source) if source is not None and not isinstance(source, (str, os.PathLike)) else source
-        key = os.fspath(key) if isinstance(key, os.PathLike) else key
+        key = os.fspath(source) if isinstance(source, os.PathLike) else source  # a network object keys by identity
         if key not in cache:
             net = shipped_inversion(self.encoder.preset.name) if source is None else load_inversion(source)
             net.check_encoder(self.encoder)
