@@ -15,6 +15,7 @@ __all__ = [
     "ServerError",
     "MissingExtraError",
     "RequestRejectedError",
+    "CheckpointMismatchError",
 ]
 
 
@@ -72,3 +73,7 @@ class RequestRejectedError(ServerError, ValueError):
 
 class MissingExtraError(MMRError, ImportError):
     """A feature needs an optional dependency group that is not installed (the message names the extra)."""
+
+
+class CheckpointMismatchError(MMRError, ValueError):
+    """A published checkpoint does not hold exactly the tensors its config.json describes."""

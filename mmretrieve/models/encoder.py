@@ -16,7 +16,7 @@ import os
 import warnings
 from dataclasses import replace
 from importlib import resources
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import WeightsUnavailableError
 from .audio_tower import AudioTower
+from .languagebind import LanguageBindEncoder, create_languagebind_encoder
 from .preprocess import AudioFrontend, ImagePreprocessor
 from .presets import Preset, get_preset, thaw
 from .temporal import HEADS, make_head
@@ -347,15 +348,18 @@ def _weights_file(preset: Preset, weights: str) -> str:
 
 
 def create_encoder(preset: str | Preset = "clip-vit-b32", *, device: str | torch.device | None = None,
-                   pretrained: str | None = None, weights: str | None = None,
-                   video_head: str | None = None, frame_chunk: int = 32) -> MultiModalEncoder:
-    """Build a :class:`MultiModalEncoder` in eval mode.
+                   pretrained: str | Mapping[str, str] | None = None, weights: str | None = None,
+                   video_head: str | None = None, frame_chunk: int = 32) -> MultiModalEncoder | LanguageBindEncoder:
+    """Build a :class:`MultiModalEncoder` (or, for ``kind: languagebind`` presets, a
+    :class:`~mmretrieve.models.languagebind.LanguageBindEncoder`) in eval mode.
 
     preset: a preset name (:func:`list_presets`), a preset JSON path, or a :class:`Preset`.
     device: None -> "cuda" if available, else "cpu".
     pretrained: overrides the preset's CLIP weights: an open_clip tag, a local file or directory,
         or "hf-hub:org/repo". Weights come from the local path or the Hugging Face cache; the hub is
         contacted only if it answers a quick probe, otherwise WeightsUnavailableError at once.
+        LanguageBind presets: a mapping modality -> checkpoint directory, or one directory holding
+        a subdirectory per tower (see :func:`~mmretrieve.models.languagebind.resolve_towers`).
     weights: a safetensors file of trained encoder parts (audio tower, video head, or all),
         overriding the preset's ``weights``.
     video_head: "mean" or "transformer", overriding the preset.
@@ -365,6 +369,9 @@ def create_encoder(preset: str | Preset = "clip-vit-b32", *, device: str | torch
     global RNG is left untouched.
     """
     p = preset if isinstance(preset, Preset) else get_preset(preset)
+    if p.kind == "languagebind":
+        return create_languagebind_encoder(p, device=device, pretrained=pretrained, weights=weights,
+                                           video_head=video_head, frame_chunk=frame_chunk)
     if video_head is not None:
         if video_head not in HEADS:
             raise ValueError(f"video_head: unknown temporal head {video_head!r}; choose one of {', '.join(HEADS)}")

@@ -13,7 +13,12 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any, Mapping
 
-__all__ = ["ClipSpec", "VideoSpec", "AudioSpec", "Preset", "list_presets", "get_preset", "preset_from_dict"]
+__all__ = ["ClipSpec", "VideoSpec", "AudioSpec", "Preset", "PRESET_KINDS", "list_presets", "get_preset",
+           "preset_from_dict"]
+
+PRESET_KINDS = ("open_clip", "languagebind")
+"""open_clip: CLIP towers from open_clip plus our video head and audio tower. languagebind: the
+publisher's towers (``towers`` maps modality -> Hugging Face repository)."""
 
 
 
@@ -83,11 +88,13 @@ class Preset:
     licence: str = ""
     source: str = ""
     seed: int = 0
+    kind: str = "open_clip"
+    towers: Mapping[str, str] | None = None
 
     @property
     def random_weights(self) -> bool:
         """True when the CLIP towers start from seeded random weights (no checkpoint)."""
-        return self.clip.pretrained is None
+        return self.kind == "open_clip" and self.clip.pretrained is None
 
 
 def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
@@ -102,12 +109,22 @@ def _build(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
 def preset_from_dict(data: Mapping[str, Any], where: str = "<dict>") -> Preset:
     """Build a Preset from its JSON form; ``where`` names the source in error messages."""
     data = dict(data)
-    for key in ("name", "clip", "image_size", "mean", "std"):
+    kind = data.get("kind", "open_clip")
+    if kind not in PRESET_KINDS:
+        raise ValueError(f"{where}: unknown kind {kind!r}; expected one of {PRESET_KINDS}")
+    required = ("name", "clip", "image_size", "mean", "std") if kind == "open_clip" else ("name", "towers", "image_size",
+                                                                                          "mean", "std")
+    for key in required:
         if key not in data:
             raise ValueError(f"{where}: preset is missing the required field {key!r}")
-    clip = _build(ClipSpec, data.pop("clip"), f"{where}: clip")
-    if clip.model is None and clip.config is None:
+    clip = _build(ClipSpec, data.pop("clip", None), f"{where}: clip")
+    if kind == "open_clip" and clip.model is None and clip.config is None:
         raise ValueError(f"{where}: clip needs a 'model' name or an inline 'config'")
+    if data.get("towers") is not None:
+        towers = data["towers"]
+        if not isinstance(towers, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in towers.items()):
+            raise ValueError(f"{where}: towers must map modality names to weight repositories")
+        data["towers"] = _freeze(dict(towers))
     if clip.config is not None:
         clip = ClipSpec(clip.model, clip.pretrained, _freeze(clip.config), clip.quick_gelu)
     video = _build(VideoSpec, data.pop("video", None), f"{where}: video")

@@ -35,6 +35,8 @@ __all__ = [
     "hf_cache_dir",
     "hub_offline",
     "cached_pretrained",
+    "host_reachable",
+    "hf_endpoint",
 ]
 
 _CHECKPOINT_NAMES = (
@@ -103,6 +105,16 @@ def _reachable(url: str, timeout: float = _PROBE_TIMEOUT) -> tuple[bool, str]:
     if not result:
         return False, f"no answer from {host} within {timeout:.0f} s"
     return result[0]
+
+
+def host_reachable(url: str, timeout: float = _PROBE_TIMEOUT) -> tuple[bool, str]:
+    """(True, "") when a TCP connection to the URL's host opens within ``timeout``, else (False, why)."""
+    return _reachable(url, timeout)
+
+
+def hf_endpoint() -> str:
+    """The Hugging Face endpoint (HF_ENDPOINT or huggingface.co), read now."""
+    return _hf_endpoint()
 
 
 def _unavailable(preset: str, what: str, why: str) -> WeightsUnavailableError:
