@@ -118,7 +118,7 @@ class LanguageBindVisualPreprocessor:
         """One image (PIL, HWC array, tensor) -> (3, S, S) float32."""
         import torchvision.transforms.functional as TF
 
-        x = torch.from_numpy(to_hwc_uint8(image)).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.array(to_hwc_uint8(image), copy=True)).permute(2, 0, 1).float().div_(255.0)
         h, w = x.shape[1:]
         short, long = (h, w) if h <= w else (w, h)
         new_long = int(self.size * long / short)
