@@ -272,6 +272,9 @@ def weights_checks() -> list[Check]:
     for name in list_presets():
         try:
             preset = get_preset(name)
+            if preset.kind == "languagebind":
+                checks.append(_languagebind_check(name, preset))
+                continue
             if preset.weights is not None and preset.clip.pretrained is None:
                 checks.append(Check("weights", name, True, "bundled with the package"))
                 continue
@@ -289,6 +292,17 @@ def weights_checks() -> list[Check]:
                                 f"not on this machine ({preset.clip.model} / {preset.clip.pretrained}); fetched on "
                                 f"first use when the hub answers, or pass --pretrained PATH"))
     return checks
+
+
+def _languagebind_check(name: str, preset) -> Check:
+    from .models.languagebind import cached_towers
+
+    found = cached_towers(preset)
+    missing = [preset.towers[m] for m, path in found.items() if path is None]
+    if not missing:
+        return Check("weights", name, True, "present: " + ", ".join(f"{m} {p}" for m, p in found.items()))
+    return Check("weights", name, None, f"not on this machine ({', '.join(missing)}); fetched on first use when the "
+                                        f"hub answers, or pass --pretrained DIR holding the published directories")
 
 
 def extras_checks(extras: Mapping[str, Iterable[str]] = EXTRAS) -> list[Check]:

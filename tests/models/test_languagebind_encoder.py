@@ -166,3 +166,18 @@ def test_towers_with_different_text_weights_are_refused(tmp_path):
 def test_options_that_do_not_apply_are_refused(weights_dir):
     with pytest.raises(ValueError, match="video_head: preset 'languagebind' pools frames inside its video tower"):
         create_encoder("languagebind", device="cpu", pretrained=weights_dir, video_head="transformer")
+
+
+def test_doctor_reports_the_cached_towers(weights_dir, tmp_path, monkeypatch):
+    from mmretrieve.doctor import weights_checks
+
+    def languagebind_check():
+        return [c for c in weights_checks() if c.name == "languagebind"][0]
+
+    empty = languagebind_check()
+    assert empty.ok is None and "LanguageBind/LanguageBind_Audio_FT" in empty.detail
+    cache = str(tmp_path / "hub")
+    _as_hf_cache(weights_dir, cache)
+    monkeypatch.setenv("HF_HUB_CACHE", cache)
+    found = languagebind_check()
+    assert found.ok is True and found.detail.count(cache) == 3

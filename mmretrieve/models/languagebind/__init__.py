@@ -3,7 +3,7 @@ loading (verified key by key) and their preprocessing."""
 from .checkpoint import (IGNORED, WEIGHTS_NAMES, Accounting, TowerCheckpoint, account, compare_text_towers, load_tower,
                          open_checkpoint)
 from .config import TextConfig, TowerConfig, VisionConfig, read_config
-from .encoder import LanguageBindEncoder, create_languagebind_encoder, resolve_towers
+from .encoder import LanguageBindEncoder, cached_towers, create_languagebind_encoder, resolve_towers
 from .modules import LanguageBindTower
 from .preprocess import LanguageBindAudioFrontend, LanguageBindVisualPreprocessor, chunk_offsets, fbank
 
@@ -20,6 +20,7 @@ __all__ = [
     "VisionConfig",
     "WEIGHTS_NAMES",
     "account",
+    "cached_towers",
     "chunk_offsets",
     "compare_text_towers",
     "create_languagebind_encoder",

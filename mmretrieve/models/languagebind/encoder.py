@@ -28,7 +28,7 @@ from .checkpoint import WEIGHTS_NAMES, TowerCheckpoint, compare_text_towers, loa
 from .modules import LanguageBindTower
 from .preprocess import LanguageBindAudioFrontend, LanguageBindVisualPreprocessor
 
-__all__ = ["LanguageBindEncoder", "create_languagebind_encoder", "resolve_towers", "TEXT_ORDER"]
+__all__ = ["LanguageBindEncoder", "create_languagebind_encoder", "resolve_towers", "cached_towers", "TEXT_ORDER"]
 
 FINGERPRINT_FORMAT = 1
 TEXT_ORDER = ("image", "video", "audio")
@@ -221,26 +221,35 @@ def _unavailable(preset: Preset, modality: str, repo: str, why: str) -> WeightsU
         f"(HF_HUB_CACHE={hf_cache_dir()}; set HF_HUB_OFFLINE=1 to never try the network).")
 
 
+def _cached_snapshot(repo: str) -> str | None:
+    """The cached snapshot directory of ``repo`` with config.json and a weights file, or None (no network)."""
+    from huggingface_hub import hf_hub_download
+
+    cache = hf_cache_dir()
+    try:
+        cfg = hf_hub_download(repo, "config.json", cache_dir=cache, local_files_only=True)
+    except Exception:
+        return None
+    for name in WEIGHTS_NAMES:
+        try:
+            hf_hub_download(repo, name, cache_dir=cache, local_files_only=True)
+            return os.path.dirname(cfg)
+        except Exception:
+            continue
+    return None
+
+
+def cached_towers(preset: Preset) -> dict[str, str | None]:
+    """modality -> cached snapshot directory (None when not on this machine). Never touches the network."""
+    return {m: _cached_snapshot(repo) for m, repo in (preset.towers or {}).items()}
+
+
 def _from_hub(preset: Preset, modality: str, repo: str) -> str:
     """The snapshot directory of ``repo`` holding config.json and a weights file: cache first, then the hub."""
     from huggingface_hub import hf_hub_download
 
     cache = hf_cache_dir()
-
-    def fetch(local_only: bool) -> str | None:
-        try:
-            cfg = hf_hub_download(repo, "config.json", cache_dir=cache, local_files_only=local_only)
-        except Exception:
-            return None
-        for name in WEIGHTS_NAMES:
-            try:
-                hf_hub_download(repo, name, cache_dir=cache, local_files_only=local_only)
-                return os.path.dirname(cfg)
-            except Exception:
-                continue
-        return None
-
-    found = fetch(True)
+    found = _cached_snapshot(repo)
     if found is not None:
         return found
     if hub_offline():
@@ -249,10 +258,18 @@ def _from_hub(preset: Preset, modality: str, repo: str) -> str:
     if not ok:
         raise _unavailable(preset, modality, repo, f"not in the Hugging Face cache ({cache}) and {hf_endpoint()} "
                                                    f"is unreachable ({reason})")
-    found = fetch(False)
-    if found is None:
-        raise _unavailable(preset, modality, repo, "the download failed")
-    return found
+    errors = []
+    try:
+        cfg = hf_hub_download(repo, "config.json", cache_dir=cache)
+    except Exception as e:
+        raise _unavailable(preset, modality, repo, f"the download of config.json failed ({e})") from None
+    for name in WEIGHTS_NAMES:
+        try:
+            hf_hub_download(repo, name, cache_dir=cache)
+            return os.path.dirname(cfg)
+        except Exception as e:  # the repository may hold only the other format
+            errors.append(f"{name}: {type(e).__name__}")
+    raise _unavailable(preset, modality, repo, "the download failed (" + "; ".join(errors) + ")")
 
 
 def resolve_towers(preset: Preset, pretrained: str | os.PathLike | Mapping[str, str] | None) -> dict[str, tuple[str, str]]:
