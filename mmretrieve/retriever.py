@@ -17,7 +17,8 @@ from .modality import Modality, modality_of_path, parse_modality
 from .pipeline import Embedded, Source, Preparer, embed_sources, encode_texts, encode_windows, file_hash
 from .query import Arithmetic, AudioArray, Composed, Query, QueryLike, VideoArray, as_query, fuse
 
-__all__ = ["Retriever", "AddReport", "AddPlan", "expand_inputs", "default_video_sampling", "index_fingerprint"]
+__all__ = ["Retriever", "AddReport", "AddPlan", "expand_inputs", "default_video_sampling", "index_fingerprint",
+           "searchable_modalities", "untrained_guard"]
 
 _INDEX_FORMAT = "mmretrieve-index"
 
@@ -172,16 +173,21 @@ class Retriever:
         metadata: Mapping[str, Any] | None = None,
         recursive: bool = True,
         progress: bool = True,
+        allow_untrained: bool = False,
     ) -> AddReport:
         """Add files, directories (recursively, by extension) or in-memory media.
 
         Strings and paths are files or directories; ``modality="text"`` indexes strings as text. Arrays and
         tensors need ``modality``; in-memory videos and recordings are ``VideoArray``/``AudioArray``. A
         changed file replaces its old entries; an unchanged one (same content hash) is skipped. A file that
-        can't be decoded is reported in ``AddReport.failed`` and the rest goes on.
+        can't be decoded is reported in ``AddReport.failed`` and the rest goes on. Media of a modality whose
+        tower is untrained (``encoder.untrained_modalities``) are skipped and reported, unless
+        ``allow_untrained`` (for fine-tuning work).
         """
         mod = None if modality is None else parse_modality(modality)
         sources, failed = expand_inputs(source, mod, dict(metadata or {}), recursive)
+        if not allow_untrained:
+            sources = untrained_guard(self.encoder, sources, failed)
         plan = self.plan(sources)
         results = embed_sources(
             self.encoder,
@@ -376,6 +382,7 @@ class Retriever:
             "video_sampling": fp["video_sampling"],
             "audio_window": fp["audio_window"],
             "audio_trained": bool(self.encoder.audio_trained),
+            "searchable": searchable_modalities(self.encoder),
             "device": str(self.encoder.device),
         }
 
@@ -384,6 +391,28 @@ class Retriever:
 
     def __repr__(self) -> str:
         return f"Retriever(preset={self.encoder.preset.name!r}, entries={len(self.index)}, path={self.index.path!r})"
+
+
+def searchable_modalities(encoder) -> list[str]:
+    """Modalities whose vectors are meaningful in this encoder's space (trained towers)."""
+    untrained = set(getattr(encoder, "untrained_modalities", ()))
+    return [m.value for m in Modality if m.value not in untrained]
+
+
+def untrained_guard(encoder, sources: Sequence[Source], failed: list[tuple[str, str]]) -> list[Source]:
+    """Sources whose modality has a trained tower; the others are appended to ``failed`` with the reason."""
+    untrained = set(getattr(encoder, "untrained_modalities", ()))
+    if not untrained:
+        return list(sources)
+    kept = []
+    for pos, s in enumerate(sources):
+        if s.modality.value in untrained:
+            failed.append((s.path or f"<in-memory #{pos}>",
+                           f"preset {encoder.preset.name} has no trained {s.modality.value} tower; use --preset "
+                           f"languagebind, or train one (allow_untrained=True / --allow-untrained indexes it anyway)"))
+        else:
+            kept.append(s)
+    return kept
 
 
 def expand_inputs(source: Any, modality: Modality | None, meta: Mapping[str, Any], recursive: bool = True) -> tuple[list[Source], list[tuple[str, str]]]:

@@ -37,6 +37,8 @@ def register(sub) -> None:
                    help="after indexing, follow the folders and apply changes in batches until Ctrl-C (needs watchdog)")
     p.add_argument("--quiet-period", type=float, default=1.0, metavar="SECONDS",
                    help="--watch: apply a burst of changes once it has been quiet this long (default: %(default)s)")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="index media of a modality whose tower is untrained (skipped and reported otherwise)")
     p.set_defaults(run=run)
 
 
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             **_sampling(args),
         )
     with r:
-        report = r.add(list(args.inputs), metadata=parse_where(args.metadata), progress=not args.no_progress)
+        report = r.add(list(args.inputs), metadata=parse_where(args.metadata), progress=not args.no_progress,
+                       allow_untrained=args.allow_untrained)
         r.save()
         print(report)
         if args.prune:

@@ -35,4 +35,5 @@ def run(args: argparse.Namespace) -> int:
     a_window = f"{info['audio_window']:g}-s windows" if info["audio_window"] else "one entry per file"
     tower = "trained" if info["audio_trained"] else "UNTRAINED (random projection: audio results are not meaningful)"
     print(f"audio:        {a_window}, tower {tower}")
+    print(f"searchable:   {', '.join(info['searchable'])}")
     return 0

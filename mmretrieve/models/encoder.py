@@ -84,6 +84,12 @@ class MultiModalEncoder(nn.Module):
         """True when the CLIP towers are seeded random weights (no checkpoint was loaded)."""
         return self._clip_info["checkpoint"] is None
 
+    @property
+    def untrained_modalities(self) -> tuple[str, ...]:
+        """Modalities whose tower is untrained while the others carry trained weights: their vectors
+        would sit beside meaningful ones as noise. (All-random test presets are random throughout.)"""
+        return ("audio",) if not self.audio_trained and not self.random_weights else ()
+
     # -------------------------------------------------------------- preprocessing
     def preprocess_image(self, image: Any) -> torch.Tensor:
         """PIL image / HWC array / tensor -> (3, S, S) float32 on the CPU."""
