@@ -17,7 +17,8 @@ def add_pretrained(p: argparse.ArgumentParser) -> None:
         "--pretrained",
         default=None,
         metavar="PATH_OR_TAG",
-        help="local checkpoint file/dir (or open_clip tag / hf-hub:) instead of the preset's weights",
+        help="local checkpoint file/dir (or open_clip tag / hf-hub:) instead of the preset's weights; for "
+             "--preset languagebind a folder holding the published tower directories",
     )
 
 

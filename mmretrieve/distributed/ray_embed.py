@@ -278,15 +278,17 @@ def _assemble_files(rows: Iterator[Mapping], to_embed: list[Source], expected_id
 def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: Mapping | None = None,
                    recursive: bool = True, address: str | None = None, num_actors: int = 1,
                    batch_size: int | None = None, device: str | None = None, pretrained: str | None = None,
-                   num_cpus_per_actor: float = 1.0, num_gpus_per_actor: float = 0.0) -> RayIndexReport:
+                   num_cpus_per_actor: float = 1.0, num_gpus_per_actor: float = 0.0,
+                   allow_untrained: bool = False) -> RayIndexReport:
     """Embed on Ray and commit into a Retriever's index (or the index directory at ``target``).
 
     The driver is the single writer: unchanged files (same state as ``Retriever.add`` checks) are
     skipped, changed ones replaced, and files are committed ``batch_size`` at a time in one
     ``index.batch()`` each, by ``Retriever.add``'s commit loop. Every actor's encoder must match the
-    index's (EncoderMismatchError).
+    index's (EncoderMismatchError). Files of a modality whose tower is untrained are skipped and
+    reported unless ``allow_untrained``.
     """
-    from ..retriever import Retriever, video_head_of
+    from ..retriever import Retriever, untrained_guard, video_head_of
 
     owned = not isinstance(target, Retriever)
     retriever = Retriever.load(os.fspath(target)) if owned else target
@@ -295,6 +297,8 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
         bs = batch_size or retriever.batch_size
         _check_args(num_actors, bs)
         sources, failed = _list_sources(inputs, modality, metadata, recursive)
+        if not allow_untrained:
+            sources = untrained_guard(retriever.encoder, sources, failed)
         plan = retriever.plan(sources)  # the same skip/replace decisions as Retriever.add
         to_embed = list(plan.to_embed)
         if to_embed:
