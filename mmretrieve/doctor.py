@@ -60,6 +60,7 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     "milvus": ("pymilvus", "milvus-lite"),
     "train": ("tensorboard",),
     "webdataset": ("webdataset",),
+    "clap": ("transformers",),
     "test": ("pytest", "hypothesis"),
     "browser": ("playwright",),
     "serve": ("fastapi", "starlette", "uvicorn", "python-multipart"),
@@ -272,8 +273,8 @@ def weights_checks() -> list[Check]:
     for name in list_presets():
         try:
             preset = get_preset(name)
-            if preset.kind == "languagebind":
-                checks.append(_languagebind_check(name, preset))
+            if preset.kind in ("languagebind", "clap"):
+                checks.append(_repositories_check(name, preset))
                 continue
             if preset.weights is not None and preset.clip.pretrained is None:
                 checks.append(Check("weights", name, True, "bundled with the package"))
@@ -294,7 +295,8 @@ def weights_checks() -> list[Check]:
     return checks
 
 
-def _languagebind_check(name: str, preset) -> Check:
+def _repositories_check(name: str, preset) -> Check:
+    """A preset whose weights are Hugging Face repositories per tower (languagebind, clap)."""
     from .models.languagebind import cached_towers
 
     found = cached_towers(preset)

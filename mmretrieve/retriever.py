@@ -186,8 +186,7 @@ class Retriever:
         """
         mod = None if modality is None else parse_modality(modality)
         sources, failed = expand_inputs(source, mod, dict(metadata or {}), recursive)
-        if not allow_untrained:
-            sources = untrained_guard(self.encoder, sources, failed)
+        sources = untrained_guard(self.encoder, sources, failed, allow_untrained=allow_untrained)
         plan = self.plan(sources)
         results = embed_sources(
             self.encoder,
@@ -394,22 +393,32 @@ class Retriever:
 
 
 def searchable_modalities(encoder) -> list[str]:
-    """Modalities whose vectors are meaningful in this encoder's space (trained towers)."""
+    """Modalities whose vectors are meaningful in this encoder's space (towers it has, trained)."""
     untrained = set(getattr(encoder, "untrained_modalities", ()))
-    return [m.value for m in Modality if m.value not in untrained]
+    has = set(getattr(encoder, "modalities", [m.value for m in Modality]))
+    return [m.value for m in Modality if m.value in has and m.value not in untrained]
 
 
-def untrained_guard(encoder, sources: Sequence[Source], failed: list[tuple[str, str]]) -> list[Source]:
-    """Sources whose modality has a trained tower; the others are appended to ``failed`` with the reason."""
-    untrained = set(getattr(encoder, "untrained_modalities", ()))
-    if not untrained:
-        return list(sources)
+def untrained_guard(encoder, sources: Sequence[Source], failed: list[tuple[str, str]], *,
+                    allow_untrained: bool = False) -> list[Source]:
+    """Sources the encoder has a trained tower for; the others are appended to ``failed`` with the reason.
+
+    A modality the encoder has no tower for is always refused; an untrained one unless ``allow_untrained``.
+    """
+    untrained = set() if allow_untrained else set(getattr(encoder, "untrained_modalities", ()))
+    has = set(getattr(encoder, "modalities", [m.value for m in Modality]))
+    name = encoder.preset.name
     kept = []
     for pos, s in enumerate(sources):
-        if s.modality.value in untrained:
+        m = s.modality.value
+        if m not in has:
             failed.append((s.path or f"<in-memory #{pos}>",
-                           f"preset {encoder.preset.name} has no trained {s.modality.value} tower; use --preset "
-                           f"languagebind, or train one (allow_untrained=True / --allow-untrained indexes it anyway)"))
+                           f"preset {name} embeds {' and '.join(sorted(has))} only (no {m} tower); "
+                           f"index {m} files with another preset, e.g. languagebind"))
+        elif m in untrained:
+            failed.append((s.path or f"<in-memory #{pos}>",
+                           f"preset {name} has no trained {m} tower; use --preset languagebind, or train one "
+                           f"(allow_untrained=True / --allow-untrained indexes it anyway)"))
         else:
             kept.append(s)
     return kept

@@ -51,7 +51,7 @@ def test_doctor_reports_a_healthy_install():
     assert by_name["sample"]["detail"] == "bundled with the package"
     assert by_name["device"]["detail"].startswith(("cpu:", "cuda:", "mps:"))
     assert {c["name"] for c in report["checks"] if c["section"] == "extras"} == {
-        "demo", "ray", "milvus", "train", "webdataset", "test", "browser", "serve", "watch"}
+        "demo", "ray", "milvus", "train", "webdataset", "test", "browser", "serve", "watch", "clap"}
 
 
 def test_doctor_names_a_torchaudio_that_does_not_match_torch(tmp_path):

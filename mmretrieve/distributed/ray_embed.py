@@ -297,8 +297,7 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
         bs = batch_size or retriever.batch_size
         _check_args(num_actors, bs)
         sources, failed = _list_sources(inputs, modality, metadata, recursive)
-        if not allow_untrained:
-            sources = untrained_guard(retriever.encoder, sources, failed)
+        sources = untrained_guard(retriever.encoder, sources, failed, allow_untrained=allow_untrained)
         plan = retriever.plan(sources)  # the same skip/replace decisions as Retriever.add
         to_embed = list(plan.to_embed)
         if to_embed:

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import WeightsUnavailableError
 from .audio_tower import AudioTower
+from .clap import ClapEncoder, create_clap_encoder
 from .languagebind import LanguageBindEncoder, create_languagebind_encoder
 from .preprocess import AudioFrontend, ImagePreprocessor
 from .presets import Preset, get_preset, thaw
@@ -355,9 +356,11 @@ def _weights_file(preset: Preset, weights: str) -> str:
 
 def create_encoder(preset: str | Preset = "clip-vit-b32", *, device: str | torch.device | None = None,
                    pretrained: str | Mapping[str, str] | None = None, weights: str | None = None,
-                   video_head: str | None = None, frame_chunk: int = 32) -> MultiModalEncoder | LanguageBindEncoder:
-    """Build a :class:`MultiModalEncoder` (or, for ``kind: languagebind`` presets, a
-    :class:`~mmretrieve.models.languagebind.LanguageBindEncoder`) in eval mode.
+                   video_head: str | None = None,
+                   frame_chunk: int = 32) -> MultiModalEncoder | LanguageBindEncoder | ClapEncoder:
+    """Build a :class:`MultiModalEncoder` (for ``kind: languagebind`` presets a
+    :class:`~mmretrieve.models.languagebind.LanguageBindEncoder`, for ``kind: clap`` a
+    :class:`~mmretrieve.models.clap.ClapEncoder`) in eval mode.
 
     preset: a preset name (:func:`list_presets`), a preset JSON path, or a :class:`Preset`.
     device: None -> "cuda" if available, else "cpu".
@@ -375,9 +378,10 @@ def create_encoder(preset: str | Preset = "clip-vit-b32", *, device: str | torch
     global RNG is left untouched.
     """
     p = preset if isinstance(preset, Preset) else get_preset(preset)
-    if p.kind == "languagebind":
-        return create_languagebind_encoder(p, device=device, pretrained=pretrained, weights=weights,
-                                           video_head=video_head, frame_chunk=frame_chunk)
+    if p.kind in ("languagebind", "clap"):
+        make = create_languagebind_encoder if p.kind == "languagebind" else create_clap_encoder
+        return make(p, device=device, pretrained=pretrained, weights=weights, video_head=video_head,
+                    frame_chunk=frame_chunk)
     if video_head is not None:
         if video_head not in HEADS:
             raise ValueError(f"video_head: unknown temporal head {video_head!r}; choose one of {', '.join(HEADS)}")

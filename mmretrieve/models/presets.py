@@ -16,9 +16,10 @@ from typing import Any, Mapping
 __all__ = ["ClipSpec", "VideoSpec", "AudioSpec", "Preset", "PRESET_KINDS", "list_presets", "get_preset",
            "preset_from_dict"]
 
-PRESET_KINDS = ("open_clip", "languagebind")
+PRESET_KINDS = ("open_clip", "languagebind", "clap")
 """open_clip: CLIP towers from open_clip plus our video head and audio tower. languagebind: the
-publisher's towers (``towers`` maps modality -> Hugging Face repository)."""
+publisher's towers (``towers`` maps modality -> Hugging Face repository). clap: LAION-CLAP through
+transformers, text and audio only (``towers["audio"]`` names the repository)."""
 
 
 

@@ -181,3 +181,16 @@ def test_doctor_reports_the_cached_towers(weights_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", cache)
     found = languagebind_check()
     assert found.ok is True and found.detail.count(cache) == 3
+
+
+def test_encode_dispatches_by_modality(lb):
+    from mmretrieve.modality import Modality
+
+    img = lb.preprocess_image(_rng_image(3))[None]
+    frames = lb.preprocess_frames(_rng_image(4, (8, 64, 64, 3)))[None]
+    mel = lb.preprocess_audio(np.cos(np.arange(20000) / 5.0).astype(np.float32))[None]
+    with torch.inference_mode():
+        assert torch.equal(lb.encode(Modality.TEXT, ["a bell"]), lb.encode_text(["a bell"]))
+        assert torch.equal(lb.encode("image", img), lb.encode_image(img))
+        assert torch.equal(lb.encode("video", (frames, torch.ones(1, 8, dtype=torch.bool))), lb.encode_video(frames))
+        assert torch.equal(lb.encode("audio", mel), lb.encode_audio(mel))

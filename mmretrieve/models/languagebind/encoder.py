@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import WeightsUnavailableError
+from ...modality import Modality
 from ..presets import Preset
 from ..weights import hf_cache_dir, hf_endpoint, host_reachable, hub_offline
 from .checkpoint import WEIGHTS_NAMES, TowerCheckpoint, compare_text_towers, load_tower, open_checkpoint
@@ -175,6 +176,22 @@ class LanguageBindEncoder(nn.Module):
             clip = torch.stack([frames[i, picks[i]] for i in idx]).to(self.device, dtype=torch.float32)
             out.append(tower.encode_vision(clip).float())
         return F.normalize(torch.cat(out), dim=-1)
+
+    def encode(self, modality: Modality | str, media: Any) -> torch.Tensor:
+        """One modality dispatch over a collated batch -> (B, D) float32, L2-normalised.
+
+        text: a list of strings; image: (B, 3, 224, 224); video: ``(frames (B, T, 3, 224, 224), mask (B, T))``;
+        audio: (B, 3, 112, 1036) fbank chunks.
+        """
+        m = Modality(modality)
+        if m is Modality.TEXT:
+            return self.encode_text(media)
+        if m is Modality.IMAGE:
+            return self.encode_image(media)
+        if m is Modality.VIDEO:
+            frames, mask = media
+            return self.encode_video(frames, mask)
+        return self.encode_audio(media)
 
     # ---------------------------------------------------------------- fingerprint
     def fingerprint(self) -> dict:
