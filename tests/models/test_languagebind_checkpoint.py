@@ -108,12 +108,20 @@ def test_config_of_another_tower_kind_is_refused(tmp_path):
         open_checkpoint(d, "video")
 
 
-def test_lora_checkpoints_are_refused_with_the_alternative(tmp_path):
-    cfg = published_config("audio", narrow=True)
-    cfg["vision_config"]["lora_r"] = 16
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="lora_r = 16.*LanguageBind_Audio_FT"):
-        read_config(tmp_path / "config.json")
+def test_lora_adapter_tensors_are_refused_with_the_alternative(tmp_path):
+    key = "vision_model.encoder.base_model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
+    d = write_header_only_checkpoint(tmp_path / "a", "audio", add={key: [16, 1024]})
+    with pytest.raises(CheckpointMismatchError, match="LoRA adapter tensors.*lora_A.*LanguageBind_Audio_FT"):
+        account(open_checkpoint(d, "audio"))
+
+
+def test_a_lora_rank_in_the_config_without_adapter_tensors_loads(tmp_path):
+    d = write_checkpoint(tmp_path / "i", "image")
+    cfg = json.loads((tmp_path / "i" / "config.json").read_text())
+    cfg["vision_config"]["lora_r"] = 2  # the publisher's config default; the file decides
+    (tmp_path / "i" / "config.json").write_text(json.dumps(cfg))
+    tower, acc = load_tower(open_checkpoint(d, "image"))
+    assert len(acc.consumed) == len(tower.state_dict())
 
 
 def test_directory_without_weights_says_which_files_it_needs(tmp_path):

@@ -115,6 +115,11 @@ def account(ckpt: TowerCheckpoint) -> Accounting:
     want = expected_shapes(ckpt.config)
     have = ckpt.shapes()
     f = ckpt.weights
+    lora = sorted(k for k in have if ".lora_" in k or ".base_model.model." in k)
+    if lora:
+        raise CheckpointMismatchError(f"{f}: holds LoRA adapter tensors (e.g. {lora[:3]}): LoRA-tuned checkpoints are "
+                                      f"not supported; use the fully fine-tuned repositories (LanguageBind_Audio_FT, "
+                                      f"LanguageBind_Video_FT)")
     for k, shape in have.items():
         if k in want and want[k] != shape:
             raise CheckpointMismatchError(f"{f}: tensor {k!r} has shape {list(shape)}, the tower described by "

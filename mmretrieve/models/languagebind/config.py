@@ -54,7 +54,7 @@ class VisionConfig:
     layer_norm_eps: float = 1e-5
     add_time_attn: bool = False
     num_frames: int = 1
-    lora_r: int = 2
+    lora_r: int = 2  # LoRA adapters are judged by the tensors a file holds (checkpoint.account), not by this
     num_mel_bins: int = 0
     target_length: int = 0
     audio_sample_rate: int = 16000
@@ -143,9 +143,6 @@ def read_config(path: str | os.PathLike, expected_kind: str | None = None) -> To
     for where, act in (("text_config", text.hidden_act), ("vision_config", vision.hidden_act)):
         if act not in ACTIVATIONS:
             raise ValueError(f"{path}: {where}.hidden_act {act!r} is not supported (expected one of {ACTIVATIONS})")
-    if int(vision.lora_r) != 0:
-        raise ValueError(f"{path}: vision_config.lora_r = {vision.lora_r}: LoRA-tuned checkpoints are not supported; "
-                         f"use the fully fine-tuned repositories (LanguageBind_Audio_FT, LanguageBind_Video_FT)")
     if vision.frames_3d and int(vision.tube_size) != 1:
         raise ValueError(f"{path}: vision_config.tube_size = {vision.tube_size}: only tube_size 1 is supported")
     h, w = vision.input_size
