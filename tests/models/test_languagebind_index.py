@@ -100,3 +100,26 @@ def test_saved_index_reopens_with_the_same_towers(indexed, weights, tmp_path):
         assert hit.path == files["audio"][1]
     with pytest.raises(mmr.errors.WeightsUnavailableError, match="languagebind"):
         mmr.Retriever.load(str(tmp_path / "idx"), readonly=True)
+
+
+def test_command_line_indexes_and_searches_with_a_weights_folder(weights, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(1)
+    media = tmp_path / "m"
+    media.mkdir()
+    rec = os.path.realpath(write_audio(media / "r.wav", _recording(rng, 12.0), 16000))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    index = str(tmp_path / "idx")
+    run = subprocess.run([sys.executable, "-m", "mmretrieve", "index", str(media), "--index", index, "--preset",
+                          "languagebind", "--pretrained", weights, "--no-progress"], capture_output=True, text=True,
+                         env=env)
+    assert run.returncode == 0, run.stderr
+    assert "added 1 file(s)" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "mmretrieve", "search", index, "--file", rec, "-k", "1", "--json",
+                          "--pretrained", weights], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    hits = json.loads(run.stdout)
+    assert hits[0]["path"] == rec and hits[0]["modality"] == "audio"
