@@ -192,6 +192,8 @@ class DemoBackend:
             f"**Encoder:** preset `{info.get('preset')}` · id `{info.get('encoder_id')}` · dim {info.get('dim')}"
             f" · faiss `{info.get('factory')}` · {info.get('device')}",
         ]
+        if info.get("searchable"):
+            lines.append(f"**Searchable:** {', '.join(info['searchable'])}")
         if not info.get("audio_trained", True):
             lines.append("**Note:** the audio tower of this encoder is untrained, so audio results are not meaningful.")
         if self.note:

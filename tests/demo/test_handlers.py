@@ -123,6 +123,7 @@ def test_stats_markdown(backend):
     text = backend.stats_markdown()
     assert "6 image" in text and "4 video" in text and "4 audio" in text  # long media have two windows each
     assert "tiny-random" in text and "untrained" in text
+    assert "**Searchable:** text, image, video, audio" in text
     assert "sample corpus" in DemoBackend(backend.retriever, note="built from the sample corpus").stats_markdown()
 
 
