@@ -1,7 +1,7 @@
 """Generated LanguageBind checkpoints for tests and benchmarks (no download, no network).
 
 Writes directories laid out as the publisher's Hugging Face repositories (``config.json``, a weights
-file, ``vocab.json``) with the publisher's tensor names and shapes and seeded random values: the
+file, ``vocab.json`` and ``merges.txt``) with the publisher's tensor names and shapes and seeded random values: the
 text tower is drawn from one seed shared by every tower, as in the published checkpoints, whose
 language tower was frozen. ``narrow=True`` keeps the structure (layers with temporal attention, the
 112 x 1036 fbank grid, 224-pixel images, 8 frames) at a tiny width and depth.
@@ -87,13 +87,18 @@ def _extras(cfg) -> dict[str, torch.Tensor]:
             "vision_model.embeddings.position_ids": torch.arange(cfg.vision.num_positions)[None]}
 
 
-def _write_vocab(directory: str) -> None:
+def _write_tokenizer(directory: str) -> None:
+    """vocab.json and merges.txt as the publisher's directories carry them (CLIP's BPE)."""
     import open_clip
 
+    tok = open_clip.tokenizer.SimpleTokenizer()
     names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-    vocab = {names.get(t, t): i for t, i in open_clip.tokenizer.SimpleTokenizer().encoder.items()}
+    vocab = {names.get(t, t): i for t, i in tok.encoder.items()}
     with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
+    merges = sorted(tok.bpe_ranks, key=tok.bpe_ranks.get)
+    with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
 
 
 def write_checkpoint(directory: str | os.PathLike, kind: str, *, narrow: bool = True, seed: int = 0,
@@ -112,7 +117,7 @@ def write_checkpoint(directory: str | os.PathLike, kind: str, *, narrow: bool = 
         torch.save(state, os.path.join(directory, "pytorch_model.bin"))
     else:
         raise ValueError(f"fmt: expected 'safetensors' or 'bin', got {fmt!r}")
-    _write_vocab(directory)
+    _write_tokenizer(directory)
     return directory
 
 

@@ -194,3 +194,25 @@ def test_encode_dispatches_by_modality(lb):
         assert torch.equal(lb.encode("image", img), lb.encode_image(img))
         assert torch.equal(lb.encode("video", (frames, torch.ones(1, 8, dtype=torch.bool))), lb.encode_video(frames))
         assert torch.equal(lb.encode("audio", mel), lb.encode_audio(mel))
+
+
+def test_a_different_tokenizer_vocabulary_is_refused(tmp_path):
+    import json
+
+    dirs = write_languagebind_dirs(str(tmp_path))
+    path = os.path.join(dirs["audio"], "merges.txt")
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]  # two merges swapped: another tokenizer
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="merges.txt: the merges differ from CLIP's"):
+        create_encoder("languagebind", device="cpu", pretrained=str(tmp_path))
+    vocab_path = os.path.join(dirs["image"], "vocab.json")
+    with open(vocab_path, encoding="utf-8") as f:
+        vocab = json.load(f)
+    vocab["a</w>"], vocab["the</w>"] = vocab["the</w>"], vocab["a</w>"]
+    with open(vocab_path, "w", encoding="utf-8") as f:
+        json.dump(vocab, f)
+    with pytest.raises(ValueError, match="vocab.json: the vocabulary differs"):
+        create_encoder("languagebind", device="cpu", pretrained=str(tmp_path))

@@ -327,22 +327,31 @@ def resolve_towers(preset: Preset, pretrained: str | os.PathLike | Mapping[str, 
     return out
 
 
-def _check_vocabulary(directory: str) -> None:
-    """The published directories may carry vocab.json; it must be CLIP's byte-pair vocabulary, which
-    our tokenizer uses."""
-    path = os.path.join(directory, "vocab.json")
-    if not os.path.isfile(path):
-        return
+def _check_tokenizer(directory: str) -> None:
+    """The published directories may carry ``vocab.json`` and ``merges.txt``; they must be CLIP's byte-pair
+    vocabulary and merges, which our tokenizer (open_clip's) uses, else the text vectors would differ."""
     import open_clip
 
-    with open(path, encoding="utf-8") as f:
-        vocab = json.load(f)
-    ours = open_clip.tokenizer.SimpleTokenizer().encoder
-    special = {"<|startoftext|>": "<start_of_text>", "<|endoftext|>": "<end_of_text>"}
-    wrong = [t for t, i in vocab.items() if ours.get(special.get(t, t)) != i]
-    if wrong or len(vocab) != len(ours):
-        raise ValueError(f"{path}: the vocabulary differs from CLIP's byte-pair vocabulary ({len(vocab)} vs "
-                         f"{len(ours)} entries; e.g. {wrong[:5]}); this tokenizer cannot be reproduced")
+    ours = None
+    path = os.path.join(directory, "vocab.json")
+    if os.path.isfile(path):
+        ours = open_clip.tokenizer.SimpleTokenizer()
+        with open(path, encoding="utf-8") as f:
+            vocab = json.load(f)
+        special = {"<|startoftext|>": "<start_of_text>", "<|endoftext|>": "<end_of_text>"}
+        wrong = [t for t, i in vocab.items() if ours.encoder.get(special.get(t, t)) != i]
+        if wrong or len(vocab) != len(ours.encoder):
+            raise ValueError(f"{path}: the vocabulary differs from CLIP's byte-pair vocabulary ({len(vocab)} vs "
+                             f"{len(ours.encoder)} entries; e.g. {wrong[:5]}); this tokenizer cannot be reproduced")
+    path = os.path.join(directory, "merges.txt")
+    if os.path.isfile(path):
+        ours = ours or open_clip.tokenizer.SimpleTokenizer()
+        with open(path, encoding="utf-8") as f:
+            merges = [tuple(line.split()) for line in f.read().splitlines() if line and not line.startswith("#version")]
+        wrong = [m for i, m in enumerate(merges) if ours.bpe_ranks.get(m) != i]
+        if wrong or len(merges) != len(ours.bpe_ranks):
+            raise ValueError(f"{path}: the merges differ from CLIP's ({len(merges)} vs {len(ours.bpe_ranks)}; "
+                             f"e.g. {wrong[:3]}); this tokenizer cannot be reproduced")
 
 
 def create_languagebind_encoder(preset: Preset, *, device: str | torch.device | None = None,
@@ -363,7 +372,7 @@ def create_languagebind_encoder(preset: Preset, *, device: str | torch.device | 
         raise ValueError(f"preset {preset.name!r}: no image, video or audio tower listed")
     compare_text_towers(ckpts[text_from], [c for m, c in ckpts.items() if m != text_from])
     for d, _ in dirs.values():
-        _check_vocabulary(d)
+        _check_tokenizer(d)
     towers = {m: load_tower(c, text=(m == text_from))[0] for m, c in ckpts.items()}
     dims = {m: t.config.projection_dim for m, t in towers.items()}
     if len(set(dims.values())) != 1:
