@@ -77,7 +77,7 @@ class Retriever:
         path: str | os.PathLike | None = None,
         factory: str = "Flat",
         device: str | None = None,
-        pretrained: str | None = None,
+        pretrained: str | Mapping[str, str] | None = None,
         weights: str | None = None,
         video_head: str | None = None,
         video: VideoSampling | None = None,
