@@ -123,3 +123,13 @@ def test_command_line_indexes_and_searches_with_a_weights_folder(weights, tmp_pa
     assert run.returncode == 0, run.stderr
     hits = json.loads(run.stdout)
     assert hits[0]["path"] == rec and hits[0]["modality"] == "audio"
+
+
+@pytest.mark.parametrize("query_modality", ["image", "video", "audio"])
+def test_every_direction_between_modalities(indexed, query_modality):
+    r, _, files = indexed
+    query = pathlib.Path(files[query_modality][1])
+    for target in ("image", "video", "audio"):
+        hits = r.search(query, modality=target, k=2)
+        assert len(hits) == 2 and all(h.modality.value == target for h in hits)
+        assert all(np.isfinite(h.score) for h in hits)
