@@ -128,18 +128,22 @@ class ClapEncoder(nn.Module):
     def preprocess_audio(self, samples: np.ndarray) -> torch.Tensor:
         return self.audio_frontend(samples)
 
-    def tokenize(self, texts: Sequence[str]) -> Mapping[str, torch.Tensor]:
+    def tokenize(self, texts: Sequence[str], *, max_words: int | None = None) -> Mapping[str, torch.Tensor]:
+        """The checkpoint tokenizer's ids and attention mask, padded per batch; ``max_words`` caps the
+        tokens per text (start and end included)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}]: expected str, got {type(t).__name__}")
-        return self._tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 2):
+            raise ValueError(f"max_words={max_words!r}: an integer >= 2 (start and end token included)")
+        return self._tokenizer(texts, padding=True, truncation=True, max_length=max_words, return_tensors="pt")
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+    def encode_text(self, texts: Sequence[str], *, max_words: int | None = None) -> torch.Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return torch.empty(0, self.dim, device=self.device)
-        tok = self.tokenize(texts)
+        tok = self.tokenize(texts, max_words=max_words)
         out = self.model.get_text_features(input_ids=tok["input_ids"].to(self.device),
                                            attention_mask=tok["attention_mask"].to(self.device))
         return F.normalize(out.pooler_output.float(), dim=-1)

@@ -30,6 +30,7 @@ from .languagebind import LanguageBindEncoder, create_languagebind_encoder
 from .preprocess import AudioFrontend, ImagePreprocessor
 from .presets import Preset, get_preset, thaw
 from .temporal import HEADS, make_head
+from .tokens import truncate_tokens
 from .weights import (ResolvedWeights, describe_load_error, load_safetensors, resolve_pretrained, save_safetensors,
                       sha256_file)
 
@@ -273,25 +274,6 @@ class MultiModalEncoder(nn.Module):
 
 
 # ---------------------------------------------------------------------- factory
-def truncate_tokens(tokens: torch.Tensor, max_words: int) -> torch.Tensor:
-    """CLIP token rows cut to ``max_words`` tokens: rows whose end token (the highest id, where CLIP
-    pools) sits at or beyond ``max_words`` keep their first ``max_words - 1`` tokens and the end token."""
-    if isinstance(max_words, bool) or not isinstance(max_words, int) or not 2 <= max_words:
-        raise ValueError(f"max_words={max_words!r}: an integer >= 2 (start and end token included)")
-    if max_words >= tokens.shape[1]:
-        return tokens
-    eot_pos = tokens.argmax(dim=1)
-    long = eot_pos >= max_words
-    if not bool(long.any()):
-        return tokens
-    out = tokens.clone()
-    rows = long.nonzero().flatten()
-    eot = tokens[rows, eot_pos[rows]]
-    out[rows, max_words - 1] = eot
-    out[rows, max_words:] = 0
-    return out
-
-
 def _plain_clip_config(cfg: dict) -> bool:
     return not ("timm_model_name" in cfg.get("vision_cfg", {}) or "hf_model_name" in cfg.get("text_cfg", {})
                 or cfg.get("custom_text") or "multimodal_cfg" in cfg)

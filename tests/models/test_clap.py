@@ -111,3 +111,10 @@ def test_clap_index_refuses_images_and_videos_and_finds_sounds(clap_dir, tmp_pat
         assert r.info()["searchable"] == ["text", "audio"]
         with pytest.raises(ValueError, match="embeds text and audio only"):
             r.search(pathlib.Path(img))
+
+
+def test_max_words_caps_the_text_tokens(clap):
+    ids = clap.tokenize(["a very long description of a sound"], max_words=5)["input_ids"]
+    assert ids.shape == (1, 5)
+    with torch.inference_mode():
+        assert clap.encode_text(["a very long description"], max_words=5).shape == (1, 16)

@@ -216,3 +216,13 @@ def test_a_different_tokenizer_vocabulary_is_refused(tmp_path):
         json.dump(vocab, f)
     with pytest.raises(ValueError, match="vocab.json: the vocabulary differs"):
         create_encoder("languagebind", device="cpu", pretrained=str(tmp_path))
+
+
+def test_max_words_keeps_the_first_tokens_and_the_end_token(lb):
+    long_text = " ".join(["word"] * 40)
+    ids = lb.tokenize([long_text], max_words=8)
+    assert ids[0, 7] == 49407 and (ids[0, 8:] == 0).all() and ids[0, 0] == 49406
+    with torch.inference_mode():
+        cut = lb.encode_text([long_text], max_words=8)
+        same = lb.encode_text([" ".join(["word"] * 6)])
+    torch.testing.assert_close(cut, same, rtol=0, atol=1e-6)

@@ -24,6 +24,7 @@ from torch import nn
 from ...errors import WeightsUnavailableError
 from ...modality import Modality
 from ..presets import Preset
+from ..tokens import truncate_tokens
 from ..weights import hf_cache_dir, hf_endpoint, host_reachable, hub_offline
 from .checkpoint import WEIGHTS_NAMES, TowerCheckpoint, compare_text_towers, load_tower, open_checkpoint
 from .modules import LanguageBindTower
@@ -96,8 +97,9 @@ class LanguageBindEncoder(nn.Module):
         """Mono float32 at 16 kHz -> (3, 112, 1036) normalised fbank chunks."""
         return self.audio_frontend(samples)
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Token ids (N, 77): CLIP's byte-pair vocabulary, start and end tokens, zero padding."""
+    def tokenize(self, texts: Sequence[str], *, max_words: int | None = None) -> torch.Tensor:
+        """Token ids (N, 77): CLIP's byte-pair vocabulary, start and end tokens, zero padding; ``max_words``
+        keeps at most that many tokens per text, start and end included (see ``truncate_tokens``)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
@@ -106,7 +108,8 @@ class LanguageBindEncoder(nn.Module):
             import open_clip
 
             self._tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
-        return self._tokenizer(texts)
+        tokens = self._tokenizer(texts)
+        return tokens if max_words is None else truncate_tokens(tokens, max_words)
 
     # ------------------------------------------------------------------- encoders
     def _tower(self, modality: str) -> LanguageBindTower:
@@ -114,9 +117,9 @@ class LanguageBindEncoder(nn.Module):
             raise ValueError(f"preset {self.preset.name!r} has no {modality} tower (it has: {', '.join(self.modalities)})")
         return self.towers[modality]
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """(N, D) float32, L2-normalised."""
-        ids = self.tokenize(texts)
+    def encode_text(self, texts: Sequence[str], *, max_words: int | None = None) -> torch.Tensor:
+        """(N, D) float32, L2-normalised (texts cut to ``max_words`` tokens when given)."""
+        ids = self.tokenize(texts, max_words=max_words)
         if ids.shape[0] == 0:
             return torch.empty(0, self.dim, device=self.device)
         return F.normalize(self.towers[self.text_from].encode_text(ids.to(self.device)).float(), dim=-1)
