@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointMismatchError, MediaError, WeightsUnavailableError
+from ..errors import CheckpointMismatchError, MediaError, MissingExtraError, WeightsUnavailableError
 from ..modality import Modality
 from .presets import Preset
 from .weights import hf_cache_dir, hf_endpoint, host_reachable, hub_offline, sha256_file
@@ -43,7 +43,7 @@ def _require_transformers():
     try:
         import transformers
     except ImportError:
-        raise ImportError("the clap preset needs transformers: pip install 'mmretrieve[clap]'") from None
+        raise MissingExtraError("the clap presets need transformers: pip install 'mmretrieve[clap]'") from None
     return transformers
 
 
