@@ -121,8 +121,8 @@ def test_command_line_indexes_and_searches_with_a_weights_folder(weights, tmp_pa
     run = subprocess.run([sys.executable, "-m", "mmretrieve", "search", index, "--file", rec, "-k", "1", "--json",
                           "--pretrained", weights], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
-    hits = json.loads(run.stdout)
-    assert hits[0]["path"] == rec and hits[0]["modality"] == "audio"
+    first = json.loads(run.stdout.splitlines()[0])  # JSON Lines: one hit per line, best first
+    assert first["path"] == rec and first["modality"] == "audio"
 
 
 @pytest.mark.parametrize("query_modality", ["image", "video", "audio"])
