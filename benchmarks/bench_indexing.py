@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import mmretrieve as mmr
-    from mmretrieve.pipeline import default_workers
+    from mmretrieve.embedding import default_workers
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = os.path.join(tmp, "images")

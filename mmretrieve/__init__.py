@@ -32,6 +32,7 @@ _EXPORTS = {
     "list_presets": "models",
     "get_preset": "models",
     "VideoSampling": "media.video",
+    "Sampling": "embedding",
     "MMRError": "errors",
     "MediaError": "errors",
     "UnsupportedMediaError": "errors",
@@ -62,6 +63,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import *  # noqa: F401,F403
+    from .embedding import Sampling  # noqa: F401
     from .index import Hit, Record, UnifiedIndex  # noqa: F401
     from .media.video import VideoSampling  # noqa: F401
     from .modality import Modality  # noqa: F401

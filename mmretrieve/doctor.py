@@ -241,7 +241,7 @@ def device_checks() -> list[Check]:
     try:
         import torch
 
-        from .pipeline import autocast_for
+        from .embedding import autocast as autocast_for
     except Exception as e:
         return [Check("device", "torch", False, f"skipped: {_first_line(e)}", core=True)]
     if torch.cuda.is_available():

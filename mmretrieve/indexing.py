@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 from .index import IndexBackend, Record
 from .modality import Modality
-from .pipeline import Embedded, Failure
+from .embedding import Embedded, Failure
 
 __all__ = ["AddReport", "file_records", "write_files", "commit_files"]
 

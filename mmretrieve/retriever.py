@@ -1,37 +1,27 @@
 """The Retriever: one encoder, one unified index, search from any modality to any modality."""
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .duplicates import DEFAULT_DUPLICATE_THRESHOLD, DuplicateGroup, dedup_search, find_duplicates
+from .embedding import (Embedded, Preparer, Sampling, Source, autocast, embed_sources, encode_texts, encode_windows,
+                        file_hash, pool_windows, to_numpy)
 from .errors import EncoderMismatchError, IndexCorruptError, MediaError
 from .index import Hit, IndexBackend, UnifiedIndex
 from .indexing import AddReport, commit_files, write_files
 from .media.video import VideoSampling
 from .modality import Modality, modality_of_path, parse_modality
-from .pipeline import Embedded, Source, Preparer, embed_sources, encode_texts, encode_windows, file_hash
 from .query import Arithmetic, AudioArray, Composed, Query, QueryLike, VideoArray, as_query, fuse
 
-__all__ = ["Retriever", "AddReport", "AddPlan", "expand_inputs", "default_video_sampling", "index_fingerprint",
+__all__ = ["Retriever", "AddReport", "AddPlan", "expand_inputs", "index_fingerprint", "recorded_weights",
            "searchable_modalities", "untrained_guard"]
 
 _INDEX_FORMAT = "mmretrieve-index"
-
-
-def default_video_sampling(encoder) -> VideoSampling:
-    """The frame sampling and window the encoder's preset asks for."""
-    return preset_video_sampling(encoder.preset)
-
-
-def preset_video_sampling(preset) -> VideoSampling:
-    """The frame sampling and window a preset asks for."""
-    spec = preset.video
-    return VideoSampling(num_frames=spec.num_frames, fps=spec.fps, window=spec.window, max_frames=spec.max_frames)
 
 
 @dataclass(frozen=True)
@@ -51,22 +41,31 @@ class Retriever:
         encoder,
         index: IndexBackend,
         *,
-        video_sampling: VideoSampling,
-        audio_window: float | None,
+        sampling: Sampling,
         batch_size: int = 32,
         num_workers: int | None = None,
         weights_path: str | None = None,
     ):
-        """Pair an encoder with an index; refuses (EncoderMismatchError) an index made by another encoder."""
-        index.check_fingerprint(index_fingerprint(encoder, video_sampling, audio_window, weights_path))
+        """Pair an encoder with an index; refuses (EncoderMismatchError) an index made by another
+        encoder or with another sampling."""
+        index.check_fingerprint(index_fingerprint(encoder, sampling, weights_path))
         self.weights_path = weights_path
         self.encoder = encoder
         self.index = index
-        self.video_sampling = video_sampling
-        self.audio_window = audio_window
+        self.sampling = sampling
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._inversions: dict = {}
+
+    @property
+    def video_sampling(self) -> VideoSampling:
+        """The video part of :attr:`sampling`."""
+        return self.sampling.video
+
+    @property
+    def audio_window(self) -> float | None:
+        """The audio window of :attr:`sampling` (seconds; None = one entry per recording)."""
+        return self.sampling.audio_window
 
     # construction --------------------------------------------------------------------------------
     @classmethod
@@ -82,29 +81,36 @@ class Retriever:
         video_head: str | None = None,
         video: VideoSampling | None = None,
         audio_window: float | None = ...,  # type: ignore[assignment]
+        sampling: Sampling | None = None,
         batch_size: int = 32,
         num_workers: int | None = None,
         make_index: Callable[[int, dict], IndexBackend] | None = None,
     ) -> "Retriever":
         """A new, empty retriever. ``path`` keeps the index on disk from the start (else in memory until ``save``).
 
-        ``video`` overrides the preset's frame sampling and window; ``audio_window`` the audio window in
-        seconds (None = whole recording as one entry). ``make_index(dim, fingerprint)`` builds another
-        index backend (an ``IndexBackend``, e.g. a Milvus collection) instead of a local one.
+        ``sampling`` replaces the preset's (``Sampling.from_preset(...).override(...)``); ``video``
+        then overrides its frame sampling and window, ``audio_window`` its audio window in seconds
+        (None = whole recording as one entry). The sampling is recorded in the index.
+        ``weights`` is read from the current directory when relative, and recorded as an absolute path.
+        ``make_index(dim, fingerprint)`` builds another index backend (an ``IndexBackend``, e.g. a
+        Milvus collection) instead of a local one.
         """
         from .models import create_encoder
 
         if path is not None and os.path.exists(os.fspath(path)):
             raise FileExistsError(f"{os.fspath(path)}: an index already exists there; use Retriever.load(path)")
+        if weights is not None:
+            weights = os.path.abspath(os.path.expanduser(os.fspath(weights)))
         encoder = create_encoder(preset, device=device, pretrained=pretrained, weights=weights, video_head=video_head)
-        sampling = video or default_video_sampling(encoder)
-        a_window = encoder.preset.audio.window if audio_window is ... else audio_window
-        fingerprint = index_fingerprint(encoder, sampling, a_window, weights)
+        chosen = (sampling or Sampling.from_preset(encoder.preset)).override(video=video)
+        if audio_window is not ...:
+            chosen = chosen.override(audio_window=audio_window)
+        fingerprint = index_fingerprint(encoder, chosen, weights)
         if make_index is not None:
             index = make_index(encoder.dim, fingerprint)
         else:
             index = UnifiedIndex.create(encoder.dim, fingerprint, factory=factory, path=None if path is None else os.fspath(path))
-        return cls(encoder, index, video_sampling=sampling, audio_window=a_window, batch_size=batch_size, num_workers=num_workers, weights_path=weights)
+        return cls(encoder, index, sampling=chosen, batch_size=batch_size, num_workers=num_workers, weights_path=weights)
 
     @classmethod
     def load(
@@ -145,17 +151,16 @@ class Retriever:
             try:  # a record of the wrong shape is damage, not a programming error
                 enc_fp = fp["encoder"]
                 preset, head = enc_fp["preset"], video_head_of(enc_fp)
-                sampling, audio_window = VideoSampling(**fp["video_sampling"]), fp["audio_window"]
+                sampling = Sampling.from_record(fp)
             except (KeyError, TypeError, AttributeError, ValueError) as e:
                 raise IndexCorruptError(f"{index.path}: the index's encoder record is malformed "
                                         f"({type(e).__name__}: {e})") from None
             encoder = create_encoder(preset, device=device, pretrained=pretrained,
-                                     weights=fp.get("weights_path"), video_head=head)
+                                     weights=recorded_weights(fp.get("weights_path")), video_head=head)
             return cls(
                 encoder,
                 index,
-                video_sampling=sampling,
-                audio_window=audio_window,
+                sampling=sampling,
                 batch_size=batch_size,
                 num_workers=num_workers,
                 weights_path=fp.get("weights_path"),
@@ -191,8 +196,7 @@ class Retriever:
         results = embed_sources(
             self.encoder,
             plan.to_embed,
-            video_sampling=self.video_sampling,
-            audio_window=self.audio_window,
+            sampling=self.sampling,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             progress=progress,
@@ -267,7 +271,12 @@ class Retriever:
 
     # reading ---------------------------------------------------------------------------------------
     def embed(self, query: QueryLike) -> np.ndarray:
-        """The L2-normalised vector (D,) of any query: text, file, image, VideoArray, AudioArray, Composed, Arithmetic."""
+        """The L2-normalised vector (D,) of any query: text, file, image, VideoArray, AudioArray, Composed, Arithmetic.
+
+        A video or recording is embedded over all its windows, exactly as ``add`` indexes them, and
+        pooled into one whole-file vector (``mmretrieve.embedding.pool_windows``: the mean of the
+        normalised window vectors, renormalised) - the vector evaluation scores for that file.
+        """
         q = as_query(query)
         if isinstance(q, Composed):
             return self._embed_inversion(q)
@@ -316,8 +325,7 @@ class Retriever:
         if path is not None and not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: query file not found")
         source = Source(q.modality, path, None if path else value)
-        # a query clip is embedded whole: frames spread over the entire clip, one vector
-        prep = Preparer(self.encoder, dataclasses.replace(self.video_sampling, window=None), self.audio_window)(0, source)
+        prep = Preparer(self.encoder, self.sampling)(0, source)
         if prep.error is not None:
             raise MediaError(path, prep.error)
         return prep.tensors
@@ -326,12 +334,12 @@ class Retriever:
         import torch
 
         if q.modality is Modality.TEXT:
-            with torch.inference_mode():
-                return encode_texts(self.encoder, [q.value])[0]
+            with torch.inference_mode(), autocast(self.encoder.device):
+                return to_numpy(encode_texts(self.encoder, [q.value]))[0]
         tensors = self._prepare(q)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.encoder.device):
             vecs = encode_windows(self.encoder, q.modality, tensors, self.batch_size)
-        return fuse(vecs, [1.0] * len(vecs))
+            return to_numpy(pool_windows(vecs))
 
     def search(
         self,
@@ -499,15 +507,23 @@ def video_head_of(encoder_fingerprint: Mapping[str, Any]) -> str | None:
     return video.get("head") if isinstance(video, Mapping) else None
 
 
-def index_fingerprint(encoder, sampling: VideoSampling, audio_window: float | None, weights_path: str | None = None) -> dict:
+def index_fingerprint(encoder, sampling: Sampling, weights_path: str | None = None) -> dict:
+    """What an index records about how its vectors were made: the encoder, the sampling, the weights file."""
     return {
         "format": _INDEX_FORMAT,
         "encoder": encoder.fingerprint(),
         "encoder_id": encoder.fingerprint_id(),
-        "video_sampling": dataclasses.asdict(sampling),
-        "audio_window": audio_window,
+        **sampling.record(),
         "weights_path": weights_path,
     }
+
+
+def recorded_weights(weights_path: str | None) -> str | None:
+    """The weights file an index's ``weights_path`` names. Indexes record absolute paths; a relative one
+    comes from releases that read it inside the package, and is read there still."""
+    if weights_path is None or os.path.isabs(os.path.expanduser(weights_path)):
+        return weights_path
+    return str(resources.files("mmretrieve").joinpath(weights_path))
 
 
 def _is_array(value: Any) -> bool:

@@ -209,7 +209,7 @@ def test_encoder_mismatch_is_refused(tmp_path):
     r = mmr.Retriever.create(TINY, num_workers=0)
     other = mmr.create_encoder(TINY, video_head="transformer")
     with pytest.raises(mmr.EncoderMismatchError):
-        mmr.Retriever(other, r.index, video_sampling=r.video_sampling, audio_window=r.audio_window)
+        mmr.Retriever(other, r.index, sampling=r.sampling)
 
 
 def test_query_file_errors_name_the_file(tmp_path, indexed):

@@ -5,7 +5,10 @@ mmretrieve.evaluation.evaluate). ``--split`` accepts the dataset's split name in
 karpathy-test, evaluation). The report
 names its conventions (ties, median rank, item->text rule, mAP@10); ``--ties`` and ``--median`` pick
 others (mmretrieve.evaluation.metrics). A checkpoint trained with ``data.max_words`` is evaluated
-with its captions cut the same way unless ``--max-words`` says otherwise.
+with its captions cut the same way unless ``--max-words`` says otherwise. Every path (``--checkpoint``,
+``--weights``, ``--pretrained``, ``--data``, ``--json``) is read from the current directory when
+relative. Items are decoded with the checkpoint's recorded sampling (a preset's otherwise); the
+sampling flags override it.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import argparse
 import json
 import os
 
-from ._common import add_device, add_pretrained
+from ._common import add_device, add_pretrained, add_sampling_options, sampling_changes
 
 _SPLIT_TO_PROTOCOL = {"1k-a": "msrvtt-1k-a", "full-test": "msrvtt-full-test", "karpathy-test": "coco-5k", "5k": "coco-5k",
                       "evaluation": "clotho-eval", "synthetic": "synthetic"}
@@ -31,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS, help="evaluation protocol")
     p.add_argument("--split", help="or a split name: 1k-A / full-test (MSR-VTT), karpathy-test (COCO), evaluation (Clotho)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (for synthetic: where the corpus is or will be generated)")
-    p.add_argument("--num-frames", type=int, default=None, help="frames per video (default: the checkpoint's / preset's)")
+    add_sampling_options(p.add_argument_group("sampling (default: the checkpoint's / preset's)"),
+                         frames_flags=("--num-frames", "--frames"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--skip-missing", action="store_true", help="leave out items whose media are missing, and report them")
     p.add_argument("--ties", choices=TIES, default="item-order",
@@ -48,7 +52,22 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def checkpoint_sampling(state: dict, preset):
+    """The sampling a training checkpoint's state.json records; older checkpoints recorded only the
+    frames per video (``num_frames``, None = the preset's), over the preset's sampling."""
+    from ..embedding import Sampling
+
+    if "video_sampling" in state:
+        try:
+            return Sampling.from_record(state)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"state.json: malformed sampling record ({type(e).__name__}: {e})") from None
+    sampling = Sampling.from_preset(preset)
+    return sampling.override(num_frames=state["num_frames"]) if state.get("num_frames") else sampling
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..embedding import Sampling
     from ..evaluation.evaluate import conventions_for, conventions_text, results_table, run_protocol, write_results
     from ..models import create_encoder
 
@@ -59,12 +78,12 @@ def run(args: argparse.Namespace) -> int:
         protocol = _SPLIT_TO_PROTOCOL.get(args.split.lower())
         if protocol is None:
             raise ValueError(f"--split {args.split!r}: no standard protocol; use one of {', '.join(_SPLIT_TO_PROTOCOL)}")
-    num_frames = args.num_frames
     max_words = args.max_words
     if args.checkpoint:
-        state_path = os.path.join(args.checkpoint, "state.json")
+        folder = os.path.abspath(os.path.expanduser(args.checkpoint))
+        state_path = os.path.join(folder, "state.json")
         if not os.path.isfile(state_path):
-            raise FileNotFoundError(f"{args.checkpoint}: not a training checkpoint (no state.json)")
+            raise FileNotFoundError(f"{args.checkpoint}: not a training checkpoint (no state.json in {folder})")
         with open(state_path, encoding="utf-8") as f:
             state = json.load(f)
         from dataclasses import replace
@@ -73,15 +92,17 @@ def run(args: argparse.Namespace) -> int:
 
         preset = replace(get_preset(state["preset"]), weights=None)
         encoder = create_encoder(preset, device=args.device, pretrained=args.pretrained or state["config"]["model"].get("pretrained"),
-                                 weights=os.path.join(args.checkpoint, "model.safetensors"), video_head=state.get("video_head"))
-        num_frames = num_frames or state.get("num_frames")
+                                 weights=os.path.join(folder, "model.safetensors"), video_head=state.get("video_head"))
+        sampling = checkpoint_sampling(state, encoder.preset)
         if max_words is None:
             max_words = state.get("config", {}).get("data", {}).get("max_words")
         label = args.checkpoint
     else:
         encoder = create_encoder(args.preset, device=args.device, pretrained=args.pretrained, weights=args.weights)
+        sampling = Sampling.from_preset(encoder.preset)
         label = args.preset
-    results = run_protocol(protocol, encoder, args.data, num_frames=num_frames, batch_size=args.batch_size,
+    sampling = sampling.override(**sampling_changes(args))
+    results = run_protocol(protocol, encoder, args.data, sampling=sampling, batch_size=args.batch_size,
                            skip_missing=args.skip_missing, ties=args.ties, median=args.median, max_words=max_words)
     conventions = conventions_for(list(results), ties=args.ties, median=args.median)
     print(f"{protocol}: {label}")

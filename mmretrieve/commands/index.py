@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from ._common import add_device, add_pretrained, parse_where
+from ._common import SAMPLING_FLAGS, add_device, add_pretrained, add_sampling_options, parse_where, sampling_changes
 
 
 def register(sub) -> None:
@@ -19,13 +19,7 @@ def register(sub) -> None:
     p.add_argument("--factory", default="Flat", help="faiss factory string for a new index (default: %(default)s)")
     new = p.add_argument_group("a new index's embedding (recorded in the index; defaults from the preset)")
     new.add_argument("--video-head", choices=("mean", "transformer"), help="temporal head over frame vectors")
-    new.add_argument("--frames", type=int, metavar="N", help="frames sampled uniformly per video window")
-    new.add_argument("--fps", type=float, help="sample frames at this rate instead of --frames")
-    new.add_argument("--window", type=float, metavar="SECONDS", help="video window length (0: one entry per video)")
-    new.add_argument("--audio-window", type=float, metavar="SECONDS", help="audio window length (0: one entry per file)")
-    new.add_argument("--keyframe-snap", action="store_true",
-                     help="take the keyframe nearest each sampling time (much faster on long GOPs, less exact)")
-    new.add_argument("--video-backend", choices=("auto", "decord", "pyav"), help="frame decoder (default: auto)")
+    add_sampling_options(new)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: auto)")
     p.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="user metadata stored with every added file")
@@ -61,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             video_head=args.video_head,
             batch_size=args.batch_size,
             num_workers=args.workers,
-            **_sampling(args),
+            sampling=_sampling(args),
         )
     with r:
         report = r.add(list(args.inputs), metadata=parse_where(args.metadata), progress=not args.no_progress,
@@ -104,25 +98,13 @@ def watch_folders(r, args: argparse.Namespace) -> None:
     FolderWatcher(r, args.inputs, config, on_batch=show).run()
 
 
-_NEW_INDEX_OPTIONS = ("video_head", "frames", "fps", "window", "audio_window", "keyframe_snap", "video_backend")
+_NEW_INDEX_OPTIONS = ("video_head",) + SAMPLING_FLAGS
 
 
-def _sampling(args: argparse.Namespace) -> dict:
-    """Retriever.create keyword arguments for the sampling options given (the preset's otherwise)."""
-    from dataclasses import replace
-
+def _sampling(args: argparse.Namespace):
+    """The preset's sampling with the flags given applied (None: the preset's, chosen by Retriever.create)."""
+    from ..embedding import Sampling
     from ..models import get_preset
-    from ..retriever import preset_video_sampling
 
-    out: dict = {}
-    given = (("num_frames", args.frames), ("fps", args.fps), ("backend", args.video_backend))
-    changes = {field: value for field, value in given if value is not None}
-    if args.keyframe_snap:
-        changes["keyframe_snap"] = True
-    if args.window is not None:
-        changes["window"] = args.window or None  # 0: the whole video is one entry
-    if changes:
-        out["video"] = replace(preset_video_sampling(get_preset(args.preset)), **changes)
-    if args.audio_window is not None:
-        out["audio_window"] = args.audio_window or None
-    return out
+    changes = sampling_changes(args)
+    return Sampling.from_preset(get_preset(args.preset)).override(**changes) if changes else None

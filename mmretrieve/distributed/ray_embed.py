@@ -1,10 +1,11 @@
 """Embedding on a Ray cluster with Ray Data: reader -> prepare (map tasks) -> encode (actor pool) -> writer.
 
 - reader: the driver lists inputs with the Retriever's own walking and extension rules.
-- prepare: stateless Ray Data map tasks run :class:`~mmretrieve.pipeline.Preparer` (decode, sample
+- prepare: stateless Ray Data map tasks run :class:`~mmretrieve.embedding.Preparer` (decode, sample
   frames/windows, preprocess) and emit one row per window (tensor bytes + shape).
 - encode: an actor pool; each actor builds the encoder ONCE from the preset name and weights and
-  encodes batches of windows (grouped by modality, the same batching rules as ``Retriever.add``).
+  encodes batches of windows with ``mmretrieve.embedding.encode_windows`` (grouped by modality, the
+  same batching rules as ``Retriever.add``).
 - writer: the driver is the single writer; it reassembles each file's windows and hands the files to
   ``Retriever.add``'s own commit loop (:func:`mmretrieve.indexing.commit_files`: batches of whole
   files, one ``index.batch()`` transaction each).
@@ -26,7 +27,8 @@ import numpy as np
 from ..errors import EncoderMismatchError
 from ..indexing import AddReport, commit_files
 from ..modality import Modality
-from ..pipeline import Embedded, Failure, Preparer, Source
+from ..embedding import (Embedded, Failure, Preparer, Sampling, Source, autocast, encode_texts, encode_windows,
+                         to_numpy)
 
 __all__ = ["embed_with_ray", "embed_dataset", "index_with_ray", "RayIndexReport"]
 
@@ -69,6 +71,15 @@ def _list_sources(inputs: Any, modality: Any, metadata: Mapping | None, recursiv
             raise TypeError("embedding with Ray takes files, folders and strings with modality='text'; "
                             "add in-memory images, videos and recordings with Retriever.add")
     return sources, failed
+
+
+def _local_path(value: str | None, *, file_only: bool = False) -> str | None:
+    """A user's local path made absolute for actors, whose working directory is not the driver's
+    (``file_only``: always a path; otherwise only when it exists here, so tags pass through)."""
+    if value is None:
+        return None
+    path = os.path.expanduser(os.fspath(value))
+    return os.path.abspath(path) if file_only or os.path.exists(path) else value
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -124,26 +135,22 @@ class _Encode:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from ..pipeline import autocast_for, encode_texts, encode_windows
-
         n = len(batch["position"])
         vectors = np.zeros((n, self.encoder.dim), np.float32)
         groups: dict[str, list[int]] = {}
         for i in range(n):
             if not batch["error"][i]:
                 groups.setdefault(str(batch["modality"][i]), []).append(i)
-        with torch.inference_mode(), autocast_for(self.encoder.device):
+        with torch.inference_mode(), autocast(self.encoder.device):
             for name, rows in groups.items():
                 m = Modality(name)
                 if m is Modality.TEXT:
-                    vecs = np.concatenate([encode_texts(self.encoder, [str(batch["text"][i]) for i in rows[lo:lo + self.batch_size]])
-                                           for lo in range(0, len(rows), self.batch_size)])
+                    vecs = encode_texts(self.encoder, [str(batch["text"][i]) for i in rows], self.batch_size)
                 else:
                     tensors = [torch.from_numpy(np.frombuffer(batch["data"][i], dtype=np.float32)
                                                 .reshape([int(d) for d in batch["shape"][i]]).copy()) for i in rows]
-                    chunk = max(1, self.batch_size // 4) if m is Modality.VIDEO else self.batch_size
-                    vecs = encode_windows(self.encoder, m, tensors, chunk)
-                vectors[rows] = vecs
+                    vecs = encode_windows(self.encoder, m, tensors, self.batch_size)
+                vectors[rows] = to_numpy(vecs)
         out = {k: v for k, v in batch.items() if k not in ("data", "shape")}
         out["vector"] = vectors
         out["encoder_id"] = np.array([self.encoder_id] * n, dtype=object)
@@ -212,15 +219,16 @@ def embed_dataset(inputs: Any, *, preset: str = "clip-vit-b32", weights: str | N
     Write it anywhere Ray Data writes (``ds.write_parquet("s3://...")``) or iterate it.
     """
     from ..models import create_encoder
-    from ..retriever import default_video_sampling
 
     _check_args(num_actors, batch_size)
+    weights, pretrained = _local_path(weights, file_only=True), _local_path(pretrained)
     sources, failed = _list_sources(inputs, modality, None, recursive)
     # the driver needs the preprocessors (they depend on the weights' mean/std) and nothing else
     driver_enc = create_encoder(preset, device="cpu", pretrained=pretrained, weights=weights, video_head=video_head)
-    sampling = video or default_video_sampling(driver_enc)
-    a_window = driver_enc.preset.audio.window if audio_window is ... else audio_window
-    preparer = Preparer(driver_enc, sampling, a_window)
+    sampling = Sampling.from_preset(driver_enc.preset).override(video=video)
+    if audio_window is not ...:
+        sampling = sampling.override(audio_window=audio_window)
+    preparer = Preparer(driver_enc, sampling)
     del driver_enc
     _init_ray(address)
     if not sources:
@@ -288,7 +296,7 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
     index's (EncoderMismatchError). Files of a modality whose tower is untrained are skipped and
     reported unless ``allow_untrained``.
     """
-    from ..retriever import Retriever, untrained_guard, video_head_of
+    from ..retriever import Retriever, recorded_weights, untrained_guard, video_head_of
 
     owned = not isinstance(target, Retriever)
     retriever = Retriever.load(os.fspath(target)) if owned else target
@@ -304,9 +312,9 @@ def index_with_ray(inputs: Any, target: Any, *, modality: Any = None, metadata: 
             _init_ray(address)
             fp = retriever.index.fingerprint
             enc_fp = fp.get("encoder") or {}
-            ds = _build(to_embed, Preparer(retriever.encoder, retriever.video_sampling, retriever.audio_window),
+            ds = _build(to_embed, Preparer(retriever.encoder, retriever.sampling),
                         preset=enc_fp.get("preset") or retriever.encoder.preset.name,
-                        weights=retriever.weights_path, pretrained=pretrained,
+                        weights=recorded_weights(retriever.weights_path), pretrained=_local_path(pretrained),
                         video_head=video_head_of(enc_fp), device=device, num_actors=num_actors,
                         batch_size=bs, num_cpus_per_actor=num_cpus_per_actor,
                         num_gpus_per_actor=num_gpus_per_actor)

@@ -14,7 +14,9 @@ Protocols (the field's conventions):
   caption mentions (``caption_queries``); the chance level of that test is reported beside it.
 
 Similarities are exact and computed in blocks (``metrics.similarity_blocks``), so 25k x 5k fits in
-memory. Media are decoded and preprocessed deterministically, exactly as when indexing a whole clip.
+memory. Media go through the indexing route (``mmretrieve.embedding``) with the same sampling: a
+long video or recording is embedded over all its windows and scored by its whole-item vector, the
+mean of its L2-normalised window vectors, renormalised (what ``Retriever.embed(path)`` returns).
 
 Conventions (``metrics.CONVENTIONS``; each report names the ones used): ties broken by item order and
 MdR = floor(median of 0-based ranks) + 1 (open_clip, LAION-CLAP) unless ``ties`` / ``median`` say
@@ -33,76 +35,35 @@ import numpy as np
 import torch
 
 from mmretrieve.data.common import Dataset, Sample
+from mmretrieve.embedding import Sampling, autocast, embed_items, encode_texts, source_of_sample, to_numpy
 from mmretrieve.modality import Modality
 
 from .metrics import describe_conventions, evaluate_pair, format_table, retrieval_metrics_multi
 
-__all__ = ["PROTOCOLS", "embed_samples", "embed_captions", "evaluate_samples", "evaluate_synthetic",
+__all__ = ["PROTOCOLS", "item_vectors", "embed_captions", "evaluate_samples", "evaluate_synthetic",
            "run_protocol", "results_table", "write_results", "default_x2t", "conventions_for", "conventions_text"]
 
 PROTOCOLS = ("coco-5k", "msrvtt-1k-a", "msrvtt-full-test", "clotho-eval", "synthetic")
 
 
-def _autocast(device: torch.device):
-    import contextlib
-
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return contextlib.nullcontext()
-
-
 def embed_captions(encoder, captions: Sequence[str], *, batch_size: int = 256, max_words: int | None = None) -> np.ndarray:
     """(N, D) float32 L2-normalised text vectors (captions cut to ``max_words`` tokens when given)."""
-    out = []
-    with torch.inference_mode(), _autocast(encoder.device):
-        for i in range(0, len(captions), batch_size):
-            v = encoder.encode_text(list(captions[i:i + batch_size]), max_words=max_words)
-            out.append(torch.nn.functional.normalize(v.float(), dim=-1).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, encoder.dim), np.float32)
+    with torch.inference_mode(), autocast(encoder.device):
+        return to_numpy(encode_texts(encoder, captions, batch_size, max_words=max_words))
 
 
-def embed_samples(encoder, samples: Sequence[Sample], *, num_frames: int | None = None, batch_size: int = 32,
-                  progress: bool = False, cache: dict | None = None) -> np.ndarray:
-    """(N, D) vectors of media samples of ONE modality (whole clips; first audio window)."""
-    from mmretrieve.train.data import MediaDecoder, collate
+def item_vectors(encoder, samples: Sequence[Sample], *, sampling: Sampling | None = None,
+                 num_frames: int | None = None, batch_size: int = 32, progress: bool = False,
+                 cache: dict | None = None) -> np.ndarray:
+    """(N, D) whole-item vectors of media samples of ONE modality, through the indexing route.
 
-    if not samples:
-        return np.zeros((0, encoder.dim), np.float32)
-    modality = samples[0].modality
-    if any(s.modality is not modality for s in samples):
-        raise ValueError("embed_samples: all samples must have the same modality")
-    decoder = MediaDecoder(encoder, num_frames)
-    bs = max(1, batch_size // 4) if modality is Modality.VIDEO else batch_size
-    out = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(samples), desc=f"embed {modality.value}", unit="item")
-    for i in range(0, len(samples), bs):
-        tensors = []
-        for s in samples[i:i + bs]:
-            key = (s.path, num_frames)
-            t = cache.get(key) if cache is not None else None
-            if t is None:
-                t = decoder(s)
-                if cache is not None:
-                    cache[key] = t
-            tensors.append(t)
-        media = collate(modality, tensors)
-        with torch.inference_mode(), _autocast(encoder.device):
-            if modality is Modality.IMAGE:
-                v = encoder.encode_image(media)
-            elif modality is Modality.VIDEO:
-                v = encoder.encode_video(*media)
-            else:
-                v = encoder.encode_audio(media)
-        out.append(torch.nn.functional.normalize(v.float(), dim=-1).cpu())
-        if bar is not None:
-            bar.update(len(tensors))
-    if bar is not None:
-        bar.close()
-    return torch.cat(out).numpy()
+    ``sampling`` defaults to the encoder preset's; ``num_frames`` overrides its frames per window.
+    """
+    chosen = sampling or Sampling.from_preset(encoder.preset)
+    if num_frames is not None:
+        chosen = chosen.override(num_frames=num_frames)
+    return embed_items(encoder, [source_of_sample(s) for s in samples], sampling=chosen, batch_size=batch_size,
+                       progress=progress, cache=cache)
 
 
 def default_x2t(modality: Modality | str) -> str:
@@ -129,8 +90,8 @@ def conventions_text(conventions: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_samples(encoder, samples: Sequence[Sample] | Dataset, *, num_frames: int | None = None,
-                     batch_size: int = 32, progress: bool = False, cache: dict | None = None,
+def evaluate_samples(encoder, samples: Sequence[Sample] | Dataset, *, sampling: Sampling | None = None,
+                     num_frames: int | None = None, batch_size: int = 32, progress: bool = False, cache: dict | None = None,
                      ties: str = "item-order", median: str = "floor", x2t: str | None = None,
                      max_words: int | None = None) -> dict:
     """Standard protocol on one modality: every caption queries the items (``t2x``), every item
@@ -140,14 +101,15 @@ def evaluate_samples(encoder, samples: Sequence[Sample] | Dataset, *, num_frames
     for i, s in enumerate(samples):
         caps.extend(s.captions)
         owner.extend([i] * len(s.captions))
-    items = embed_samples(encoder, samples, num_frames=num_frames, batch_size=batch_size, progress=progress, cache=cache)
+    items = item_vectors(encoder, samples, sampling=sampling, num_frames=num_frames, batch_size=batch_size,
+                         progress=progress, cache=cache)
     texts = embed_captions(encoder, caps, max_words=max_words)
     x2t = x2t or (default_x2t(samples[0].modality) if samples else "any-caption")
     return evaluate_pair(texts, items, owner, ties=ties, median=median, x2t=x2t)
 
 
-def evaluate_synthetic(encoder, samples: Sequence[Sample], *, num_frames: int | None = None,
-                       complete_only: bool = True, cache: dict | None = None, ties: str = "item-order",
+def evaluate_synthetic(encoder, samples: Sequence[Sample], *, sampling: Sampling | None = None,
+                       num_frames: int | None = None, complete_only: bool = True, cache: dict | None = None, ties: str = "item-order",
                        median: str = "floor", max_words: int | None = None) -> dict:
     """Attribute-aware text->X metrics on synthetic items (Samples whose metadata hold attributes and
     mentions), plus the strict protocol and the chance level of R@1 for the same queries."""
@@ -156,7 +118,7 @@ def evaluate_synthetic(encoder, samples: Sequence[Sample], *, num_frames: int | 
     items = [SyntheticItem(s.path, s.modality, tuple(s.captions), dict(s.metadata["attributes"]),
                            tuple(dict(m) for m in s.metadata["mentions"])) for s in samples]
     queries = caption_queries(items, complete_only=complete_only)
-    vecs = embed_samples(encoder, samples, num_frames=num_frames, cache=cache)
+    vecs = item_vectors(encoder, samples, sampling=sampling, num_frames=num_frames, cache=cache)
     texts = embed_captions(encoder, [q.text for q in queries], max_words=max_words)
     t2x = retrieval_metrics_multi(texts, vecs, [q.relevant for q in queries], ties=ties, median=median)
     t2x["chance_R@1"] = float(100.0 * np.mean([len(q.relevant) / len(items) for q in queries]))
@@ -168,10 +130,14 @@ def evaluate_synthetic(encoder, samples: Sequence[Sample], *, num_frames: int | 
 
 def run_protocol(protocol: str, encoder, root: str | os.PathLike | None = None, *, num_frames: int | None = None,
                  batch_size: int = 32, progress: bool = True, skip_missing: bool = False, seed: int = 0,
-                 ties: str = "item-order", median: str = "floor", max_words: int | None = None) -> dict:
+                 ties: str = "item-order", median: str = "floor", max_words: int | None = None,
+                 sampling: Sampling | None = None) -> dict:
     """Read the protocol's split under ``root`` and evaluate. Returns ``{modality: {direction: metrics}}``;
-    ``conventions_for(result, ties=..., median=...)`` names the conventions used."""
-    conv = {"ties": ties, "median": median, "max_words": max_words}
+    ``conventions_for(result, ties=..., median=...)`` names the conventions used. ``sampling`` (default:
+    the encoder preset's) is how every item is decoded; ``num_frames`` overrides its frames per window."""
+    if num_frames is not None:
+        sampling = (sampling or Sampling.from_preset(encoder.preset)).override(num_frames=num_frames)
+    conv = {"ties": ties, "median": median, "max_words": max_words, "sampling": sampling}
     if protocol == "coco-5k":
         from mmretrieve.data.coco import read_coco
 
@@ -182,8 +148,7 @@ def run_protocol(protocol: str, encoder, root: str | os.PathLike | None = None, 
 
         split = "1k-A" if protocol == "msrvtt-1k-a" else "full-test"
         ds = read_msrvtt(_need(root, protocol), split, skip_missing=skip_missing)
-        return {"video": evaluate_samples(encoder, ds, num_frames=num_frames, batch_size=batch_size, progress=progress,
-                                          **conv)}
+        return {"video": evaluate_samples(encoder, ds, batch_size=batch_size, progress=progress, **conv)}
     if protocol == "clotho-eval":
         from mmretrieve.data.clotho import read_clotho
 
@@ -204,7 +169,7 @@ def run_protocol(protocol: str, encoder, root: str | os.PathLike | None = None, 
         for m in (Modality.IMAGE, Modality.VIDEO, Modality.AUDIO):
             items = synthetic_samples(corpus.of(m))
             if len(items) >= 2:
-                out[m.value] = evaluate_synthetic(encoder, items, num_frames=num_frames, **conv)
+                out[m.value] = evaluate_synthetic(encoder, items, **conv)
         return out
     raise ValueError(f"protocol: unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 

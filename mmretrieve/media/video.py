@@ -501,24 +501,32 @@ _MAX_WINDOWS = 100_000
 _MAX_WINDOWS_PER_FRAME = 10
 
 
-def _clips_from_reader(reader: _Reader, sampling: VideoSampling) -> Iterator[VideoClip]:
+def _clips_from_reader(reader: _Reader, sampling: VideoSampling,
+                       augment: np.random.Generator | None = None) -> Iterator[VideoClip]:
     duration = reader.info.duration
     if sampling.window is not None and math.isfinite(duration):
         n_windows = duration / sampling.window
         if n_windows > _MAX_WINDOWS and n_windows > _MAX_WINDOWS_PER_FRAME * max(1, reader.info.num_frames):
             raise MediaError(reader.info.path, f"frame timestamps span {duration:.4g} s for only "
                                                f"{reader.info.num_frames} frames (corrupt timestamps)")
-    for start, end in fixed_windows(duration, sampling.window, min_tail=sampling.min_tail):
-        targets = uniform_times(start, end, sampling.frames_for(start, end))
+    windows = fixed_windows(duration, sampling.window, min_tail=sampling.min_tail)
+    if augment is not None:  # training only: one random window, each frame anywhere in its slice
+        windows = [windows[int(augment.integers(len(windows)))]]
+    for start, end in windows:
+        n = sampling.frames_for(start, end)
+        targets = uniform_times(start, end, n, None if augment is None else augment.random(n).tolist())
         idx = _choose(reader.times, reader.keyframes, targets, sampling.keyframe_snap)
         frames, times = reader.read(idx)
         yield VideoClip(start, end, frames, tuple(float(t) for t in times))
 
 
-def iter_video_clips(path: str | os.PathLike, sampling: VideoSampling = VideoSampling()) -> Iterator[VideoClip]:
+def iter_video_clips(path: str | os.PathLike, sampling: VideoSampling = VideoSampling(), *,
+                     augment: np.random.Generator | None = None) -> Iterator[VideoClip]:
     """Like sample_video, but yields one window at a time so only that window's frames are in memory.
 
     With backend "auto" a decord failure on the first window falls back to PyAV for the file.
+    ``augment`` (training only): a seeded generator drawing ONE random window and random frame
+    times inside their slices; indexing and evaluation never pass it.
     """
     path = _check_path(path)
     errors = []
@@ -526,7 +534,7 @@ def iter_video_clips(path: str | os.PathLike, sampling: VideoSampling = VideoSam
         produced = 0
         try:
             with b.open(path, keyframe_snap=sampling.keyframe_snap) as reader:
-                for clip in _clips_from_reader(reader, sampling):
+                for clip in _clips_from_reader(reader, sampling, augment):
                     produced += 1
                     yield clip
             return
@@ -566,8 +574,10 @@ class _ArrayReader(_Reader):
         return self.frames[list(indices)], [float(self.times[i]) for i in indices]
 
 
-def video_from_array(frames: np.ndarray, fps: float, sampling: VideoSampling = VideoSampling()) -> list[VideoClip]:
-    """Sample in-memory frames (T, H, W, 3) uint8 at ``fps`` exactly as sample_video samples a file."""
+def video_from_array(frames: np.ndarray, fps: float, sampling: VideoSampling = VideoSampling(), *,
+                     augment: np.random.Generator | None = None) -> list[VideoClip]:
+    """Sample in-memory frames (T, H, W, 3) uint8 at ``fps`` exactly as sample_video samples a file
+    (``augment`` as in :func:`iter_video_clips`)."""
     arr = np.asarray(frames)
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[1] == 0 or arr.shape[2] == 0:
         raise MediaError(None, f"video array must have shape (T, H, W, 3), got {tuple(arr.shape)}")
@@ -577,7 +587,7 @@ def video_from_array(frames: np.ndarray, fps: float, sampling: VideoSampling = V
         raise MediaError(None, f"video array must be uint8, got dtype {arr.dtype}")
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise MediaError(None, f"fps must be a finite number > 0, got {fps!r}")
-    return list(_clips_from_reader(_ArrayReader(arr, float(fps)), sampling))
+    return list(_clips_from_reader(_ArrayReader(arr, float(fps)), sampling, augment))
 
 
 def decode_all_frames(path: str | os.PathLike, backend: str = "auto") -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 __all__ = ["MAX_WINDOWS", "fixed_windows", "uniform_times"]
 
@@ -48,12 +49,20 @@ def fixed_windows(duration: float, window: float | None, *, min_tail: float = 1.
     return [(float(s), float(e)) for s, e in zip(starts, ends)]
 
 
-def uniform_times(start: float, end: float, n: int) -> list[float]:
-    """Centres of ``n`` equal slices of ``[start, end]`` (deterministic uniform sampling)."""
+def uniform_times(start: float, end: float, n: int, offsets: Sequence[float] | None = None) -> list[float]:
+    """Centres of ``n`` equal slices of ``[start, end]`` (deterministic uniform sampling).
+
+    ``offsets`` (training augmentation only): one fraction in [0, 1) per slice placing its time
+    inside the slice instead of at the centre (0.5).
+    """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     start, end = float(start), float(end)
     if not (math.isfinite(start) and math.isfinite(end)) or end < start:
         raise ValueError(f"need finite start <= end, got start={start!r}, end={end!r}")
+    if offsets is None:
+        offsets = [0.5] * n
+    elif len(offsets) != n or not all(0.0 <= float(o) < 1.0 for o in offsets):
+        raise ValueError(f"offsets: expected {n} fractions in [0, 1), got {list(offsets)!r}")
     step = (end - start) / n
-    return [start + (i + 0.5) * step for i in range(n)]
+    return [start + (i + float(o)) * step for i, o in enumerate(offsets)]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsUnavailableError
+from ..modality import Modality
 from .audio_tower import AudioTower
 from .clap import ClapEncoder, create_clap_encoder
 from .languagebind import LanguageBindEncoder, create_languagebind_encoder
@@ -188,6 +189,24 @@ class MultiModalEncoder(nn.Module):
         x = mels.to(self.device, dtype=self.audio.conv.weight.dtype, non_blocking=True)
         return F.normalize(self.audio(x).float(), dim=-1)
 
+    def encode(self, modality: Modality | str, media: Any, *, max_words: int | None = None) -> torch.Tensor:
+        """The one modality dispatch: a collated batch of one modality -> (B, D) float32, L2-normalised.
+
+        text: a list of strings (cut to ``max_words`` tokens when given); image: (B, 3, S, S) pixels;
+        video: ``(frames (B, T, 3, S, S), mask (B, T))``; audio: (B, 1, n_mels, target_frames) log-mel
+        (``mmretrieve.embedding.collate`` builds them). Grad mode is the caller's: inference wraps it
+        in ``torch.inference_mode()``, training does not.
+        """
+        m = Modality(modality)
+        if m is Modality.TEXT:
+            return self.encode_text(media, max_words=max_words)
+        if m is Modality.IMAGE:
+            return self.encode_image(media)
+        if m is Modality.VIDEO:
+            frames, mask = media
+            return self.encode_video(frames, mask)
+        return self.encode_audio(media)
+
     # ---------------------------------------------------------------- fingerprint
     def fingerprint(self) -> dict:
         """Everything that decides the vectors, JSON-able. Two encoders with the same fingerprint
@@ -327,12 +346,20 @@ def _tokenizer_factory(preset: Preset, resolved: ResolvedWeights, cfg: dict) -> 
     return lambda: open_clip.tokenizer.SimpleTokenizer(context_length=ctx)
 
 
-def _weights_file(preset: Preset, weights: str) -> str:
-    path = os.path.expanduser(weights)
-    if not os.path.isabs(path):
+def _weights_file(preset: Preset, weights: str | os.PathLike, *, user: bool) -> str:
+    """The weights file to load. A path the user passes (``weights=``, ``--weights``) is read from the
+    current directory when relative; only a preset's own ``weights`` (a bundled asset such as
+    ``assets/sample.safetensors``) resolves inside the package."""
+    path = os.path.expanduser(os.fspath(weights))
+    if os.path.isabs(path):
+        pass
+    elif user:
+        path = os.path.abspath(path)
+    else:
         path = str(resources.files("mmretrieve").joinpath(path))
     if not os.path.isfile(path):
-        raise WeightsUnavailableError(f"preset {preset.name!r}: encoder weights file not found: {path}")
+        what = "weights" if user else f"preset {preset.name!r}"
+        raise WeightsUnavailableError(f"{what}: encoder weights file not found: {path}")
     return path
 
 
@@ -352,7 +379,7 @@ def create_encoder(preset: str | Preset = "clip-vit-b32", *, device: str | torch
         LanguageBind presets: a mapping modality -> checkpoint directory, or one directory holding
         a subdirectory per tower (see :func:`~mmretrieve.models.languagebind.resolve_towers`).
     weights: a safetensors file of trained encoder parts (audio tower, video head, or all),
-        overriding the preset's ``weights``.
+        overriding the preset's ``weights``; a relative path is read from the current directory.
     video_head: "mean" or "transformer", overriding the preset.
     frame_chunk: frames per image-tower call in :meth:`MultiModalEncoder.encode_video`.
 
@@ -395,9 +422,10 @@ def create_encoder(preset: str | Preset = "clip-vit-b32", *, device: str | torch
         tokenizer_factory=_tokenizer_factory(p, resolved, cfg), clip_info=info,
         audio_tower_init=tower_init, frame_chunk=frame_chunk)
     enc.to(dev).eval()
-    extra = weights if weights is not None else p.weights
-    if extra is not None:
-        enc.load_weights(_weights_file(p, extra))
+    if weights is not None:
+        enc.load_weights(_weights_file(p, weights, user=True))
+    elif p.weights is not None:
+        enc.load_weights(_weights_file(p, p.weights, user=False))
     if not enc.audio_trained and not enc.random_weights:
         warnings.warn(f"preset {p.name!r}: the audio tower is untrained (initialised from the image tower, "
                       f"random projection to the shared space); audio results are meaningless until it is "

@@ -42,7 +42,12 @@ class ClipSpec:
 
 @dataclass(frozen=True)
 class VideoSpec:
-    """Frame sampling per window and the temporal head that pools frame vectors."""
+    """Frame sampling per window and the temporal head that pools frame vectors.
+
+    The sampling fields (num_frames, fps, window, max_frames, min_tail, keyframe_snap, backend) become
+    ``mmretrieve.embedding.Sampling.from_preset``'s video sampling, the one config indexing, training
+    and evaluation share.
+    """
 
     num_frames: int = 12
     fps: float | None = None
@@ -50,6 +55,9 @@ class VideoSpec:
     head: str = "mean"
     head_layers: int = 4
     max_frames: int = 64
+    min_tail: float = 1.0
+    keyframe_snap: bool = False
+    backend: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -225,7 +233,8 @@ def open_clip_preset(model: str, tag: str) -> Preset:
 
 def get_preset(name_or_path: str) -> Preset:
     """A shipped preset by name, ``open_clip:MODEL/TAG`` for any open_clip model and pretrained
-    tag, or a preset JSON file by path.
+    tag, or a preset JSON file by path (read from the current directory when relative; a relative
+    ``weights`` in it is read from the JSON file's folder).
 
     Raises ValueError listing the available presets for an unknown name.
     """
@@ -243,6 +252,10 @@ def get_preset(name_or_path: str) -> Preset:
                 data = json.load(f)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{text}: not a valid preset JSON file ({e})") from e
+        weights = data.get("weights") if isinstance(data, dict) else None
+        if isinstance(weights, str) and not os.path.isabs(os.path.expanduser(weights)):
+            # a preset file's own weights sit beside it (only shipped presets read package assets)
+            data["weights"] = os.path.join(os.path.dirname(os.path.abspath(text)), weights)
         return preset_from_dict(data, text)
     names = list_presets()
     if text not in names:

@@ -213,6 +213,8 @@ def resolve_pretrained(model: str | None, pretrained: str | None, preset: str) -
         model_cfg, pre = _read_open_clip_config(cfg_path)
         ckpt = _hf_file(repo, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"], preset, what)
         return ResolvedWeights(ckpt, text, model_cfg, pre, os.path.dirname(cfg_path))
+    if os.path.exists(text):  # a local file or folder: relative to the current directory, recorded absolute
+        text = os.path.abspath(text)
     if os.path.isdir(text):
         d = Path(text)
         ckpt = _checkpoint_in_dir(d)

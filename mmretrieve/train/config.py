@@ -89,7 +89,13 @@ class DataConfig:
         unset, a seeded ``val_fraction`` of each task's samples in ``root`` is held out.
     val_fraction: held-out share for synthetic / manifest data, and for shards without ``val_root``
         (deterministic by seed).
-    num_frames: frames per training video (None = the preset's).
+    num_frames: frames per video window (None = the preset's); a shorthand for sampling.num_frames.
+    sampling: overrides of the preset's sampling (``mmretrieve.embedding.Sampling``: num_frames, fps,
+        window, max_frames, min_tail, keyframe_snap, backend, audio_window), used for training and
+        validation alike and recorded in every checkpoint.
+    augment: seeded training augmentation (``mmretrieve.embedding.Augment``): each step hears one
+        random window-long audio crop and sees one random video window with random frame times. Off:
+        every window of a long item is encoded and their vectors pooled. Validation never augments.
     cache: keep preprocessed tensors in memory after the first epoch (small datasets; every item is
         decoded once before the first step - set it false for shard sets larger than memory).
     skip_missing: leave out items the reader finds unusable (absent files; for shards: samples without
@@ -109,6 +115,8 @@ class DataConfig:
     val_fraction: float = 0.25
     synthetic: Mapping[str, Any] = field(default_factory=dict)
     num_frames: int | None = None
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    augment: bool = False
     cache: bool = True
     num_workers: int = 0
     skip_missing: bool = False

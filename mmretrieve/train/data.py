@@ -1,23 +1,22 @@
-"""Training data: (caption, media) pairs per modality, decoded deterministically, batched as a pure
-function of the step.
+"""Training data: (caption, media) pairs per modality, batched as a pure function of the step.
 
-Media go through ``mmretrieve.media`` and the encoder's own deterministic preprocessing (no random
-crops: the vectors trained are the vectors indexed). The only randomness is which caption an item
-uses at a step, and the order of items; both are drawn from generators seeded by
-``(seed, task, step or cycle)``, so batch ``s`` is the same whether a run started at 0 or resumed
-at ``s`` — exact resume needs no sampler state. Under DDP each rank takes its slice of the global
-batch.
+Media go through the embedding route (``mmretrieve.embedding``: the same decoding, sampling and
+deterministic preprocessing as indexing and evaluation; shard members are decoded from their bytes,
+read with one seek into the shard). A long item is all its windows: the trainer encodes every window
+and pools them (``pool_windows``) into the item's vector, so training hears every window as
+evaluation does. With ``data.augment`` the route's seeded augmentation instead gives each item one
+random audio crop / video window with random frame times, drawn from ``(seed, task, step, item)``.
 
-Samples from tar shards (``data.kind: shards``) are decoded from their bytes, read with one seek into
-the shard, exactly as the same file on disk would be: images and audio from memory, videos through a
-temporary file holding only that member (the video backends take paths), deleted right after decoding.
+The only other randomness is which caption an item uses at a step, and the order of items; both are
+drawn from generators seeded by ``(seed, task, step or cycle)``, so batch ``s`` is the same whether
+a run started at 0 or resumed at ``s`` — exact resume needs no sampler state. Under DDP each rank
+takes its slice of the global batch.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import random
-import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -25,11 +24,10 @@ from typing import Any, Sequence
 import torch
 
 from mmretrieve.data.common import Sample
-from mmretrieve.data.shards import ShardSample
+from mmretrieve.embedding import Preparer, collate, source_of_sample
 from mmretrieve.modality import Modality, modality_of_path
-from mmretrieve.models.preprocess import pad_frames
 
-__all__ = ["PairSet", "MediaDecoder", "Batch", "TaskStream", "load_pairs", "collate", "folder_samples"]
+__all__ = ["PairSet", "Batch", "TaskStream", "load_pairs", "collate", "folder_samples"]
 
 
 @dataclass(frozen=True)
@@ -45,85 +43,18 @@ class PairSet:
 
 @dataclass(frozen=True)
 class Batch:
-    """One contrastive batch of a task on this rank."""
+    """One contrastive batch of a task on this rank.
+
+    ``media`` holds every window of every item, collated; ``owners[w]`` is the item (row of
+    ``captions``) window ``w`` belongs to.
+    """
 
     modality: Modality
-    media: Any  # images (B,3,S,S) | (frames (B,T,3,S,S), mask (B,T)) | mels (B,1,M,F)
+    media: Any  # images (W,3,S,S) | (frames (W,T,3,S,S), mask (W,T)) | mels (W,1,M,F)
     captions: tuple[str, ...]
     item_keys: tuple[int, ...]  # equal keys = the same item (multi-positive)
     indices: tuple[int, ...]
-
-
-class MediaDecoder:
-    """Decode + preprocess one sample to the tensor its tower takes, deterministically.
-
-    Holds only the encoder's preprocessing objects (picklable, CPU), not the model.
-    """
-
-    def __init__(self, encoder, num_frames: int | None = None) -> None:
-        self.image = encoder.image_preprocessor
-        self.audio = encoder.audio_frontend
-        preset = encoder.preset
-        self.num_frames = int(num_frames or preset.video.num_frames)
-        self.audio_window = preset.audio.window
-        self.sample_rate = preset.audio.sample_rate
-
-    def __call__(self, sample: Sample) -> torch.Tensor:
-        m = sample.modality
-        # a shard member (ShardSample.in_shard) is decoded from its bytes; errors name <shard>#<member>
-        member = sample.read_bytes() if isinstance(sample, ShardSample) and sample.in_shard else None
-        if m is Modality.IMAGE:
-            from mmretrieve.media.image import load_image, load_image_bytes
-
-            image = load_image(sample.path) if member is None else load_image_bytes(member, sample.path)
-            return self.image(image)
-        if m is Modality.VIDEO:
-            from mmretrieve.media.video import VideoSampling, sample_video
-
-            sampling = VideoSampling(num_frames=self.num_frames, window=None, max_frames=max(64, self.num_frames))
-            if member is None:
-                clip = sample_video(sample.path, sampling)[0]
-            else:
-                clip = _sample_video_bytes(member, sample.path, sample.ext, sampling)[0]
-            return self.image.frames(clip.frames)
-        if m is Modality.AUDIO:
-            from mmretrieve.media.audio import audio_windows, load_audio, load_audio_bytes
-
-            if member is None:
-                samples = load_audio(sample.path, self.sample_rate)
-            else:
-                samples = load_audio_bytes(member, self.sample_rate, sample.path)
-            first = audio_windows(samples, self.sample_rate, self.audio_window)[0]  # deterministic: first window
-            return self.audio(first.samples)
-        raise ValueError(f"{sample.path}: cannot train on modality {m.value}")
-
-
-def _sample_video_bytes(data: bytes, name: str, ext: str, sampling) -> list:
-    """sample_video over a video held in memory: written to a temporary file (named with the member's
-    extension, which some demuxers use) that is deleted as soon as the frames are decoded. Errors name
-    ``name`` (``<shard>#<member>``), not the temporary file."""
-    from mmretrieve.errors import MediaError
-    from mmretrieve.media.video import sample_video
-
-    if not data:
-        raise MediaError(name, "empty file (0 bytes)")
-    fd, tmp = tempfile.mkstemp(prefix="mmr-member-", suffix=f".{ext}" if ext else "")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        try:
-            return sample_video(tmp, sampling)
-        except MediaError as e:
-            raise type(e)(name, e.reason.replace(tmp, name)) from None
-    finally:
-        os.unlink(tmp)
-
-
-def collate(modality: Modality, tensors: Sequence[torch.Tensor]) -> Any:
-    """Stack tensors of one modality; videos are padded to the longest with a frame mask."""
-    if modality is Modality.VIDEO:
-        return pad_frames(tensors)
-    return torch.stack(list(tensors))
+    owners: tuple[int, ...] = ()
 
 
 def _seed_int(*parts: Any) -> int:
@@ -137,16 +68,19 @@ class TaskStream:
     the last incomplete batch of a cycle is dropped (a set smaller than the batch is one batch). With
     ``epoch="items"`` a unit is an item, captioned by a seeded draw among its captions at each step;
     with ``epoch="captions"`` a unit is one (item, caption) pair (CLIP4Clip's expanded sentences).
+    ``preparer`` is the embedding route's; with an ``augment`` its windows are drawn per step and
+    never cached.
     """
 
-    def __init__(self, pairs: PairSet, decoder: MediaDecoder, *, batch_size: int, seed: int,
+    def __init__(self, pairs: PairSet, preparer: Preparer, *, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, cache: bool = True, num_workers: int = 0,
                  epoch: str = "items") -> None:
         if len(pairs) < 2:
             raise ValueError(f"{pairs.modality.value}: need at least 2 training items, got {len(pairs)}")
         if epoch not in ("items", "captions"):
             raise ValueError(f"epoch={epoch!r}: choose 'items' or 'captions'")
-        self.pairs, self.decoder = pairs, decoder
+        self.pairs, self.preparer = pairs, preparer
+        self.sources = [source_of_sample(s) for s in pairs.samples]
         self.epoch = epoch
         # unit u -> (item, caption index); caption index -1 = drawn per step
         if epoch == "captions":
@@ -161,7 +95,8 @@ class TaskStream:
         self.per_cycle = max(1, len(self._units) // self.global_batch)
         self.seed, self.rank, self.world = seed, rank, world_size
         self.task = pairs.modality.value
-        self._cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.augmenting = preparer.augment is not None
+        self._cache: dict[int, list[torch.Tensor]] | None = {} if cache and not self.augmenting else None
         self.num_workers = num_workers
         self._pool = None
 
@@ -194,27 +129,31 @@ class TaskStream:
         index, c = self._units[unit]
         return self.caption(step, index) if c < 0 else self.pairs.samples[index].captions[c]
 
-    def tensor(self, index: int) -> torch.Tensor:
+    def _decode(self, step: int, index: int) -> list[torch.Tensor]:
+        draw = (self.task, step, index) if self.augmenting else ()
+        return self.preparer.prepare(self.sources[index], draw=draw).tensors
+
+    def windows(self, step: int, index: int) -> list[torch.Tensor]:
+        """The preprocessed windows item ``index`` contributes at ``step`` (all of them unless augmenting)."""
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        t = self.decoder(self.pairs.samples[index])
+        t = self._decode(step, index)
         if self._cache is not None:
             self._cache[index] = t
         return t
 
-    def _tensors(self, indices: list[int]) -> list[torch.Tensor]:
-        missing = [i for i in indices if self._cache is None or i not in self._cache]
+    def _windows_of(self, step: int, indices: list[int]) -> list[list[torch.Tensor]]:
+        missing = list(dict.fromkeys(i for i in indices if self._cache is None or i not in self._cache))
         if self.num_workers > 0 and len(missing) > 1:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._pool = ThreadPoolExecutor(self.num_workers)  # decoders release the GIL
-            for i, t in zip(missing, self._pool.map(lambda j: self.decoder(self.pairs.samples[j]), missing)):
-                if self._cache is not None:
-                    self._cache[i] = t
-                else:
-                    return [t if j == i else self.decoder(self.pairs.samples[j]) for j in indices]
-        return [self.tensor(i) for i in indices]
+            decoded = dict(zip(missing, self._pool.map(lambda j: self._decode(step, j), missing)))
+            if self._cache is None:
+                return [decoded[i] for i in indices]
+            self._cache.update(decoded)
+        return [self.windows(step, i) for i in indices]
 
     def batch(self, step: int) -> Batch:
         units = self.global_units(step)
@@ -222,13 +161,16 @@ class TaskStream:
         my_units = units[self.rank * per:(self.rank + 1) * per]
         mine = [self._units[u][0] for u in my_units]
         captions = tuple(self._unit_caption(step, u) for u in my_units)
-        return Batch(self.pairs.modality, collate(self.pairs.modality, self._tensors(mine)), captions,
-                     tuple(mine), tuple(mine))
+        per_item = self._windows_of(step, mine)
+        flat = [t for ws in per_item for t in ws]
+        owners = tuple(row for row, ws in enumerate(per_item) for _ in ws)
+        return Batch(self.pairs.modality, collate(self.pairs.modality, flat), captions, tuple(mine), tuple(mine),
+                     owners)
 
     def warm(self) -> None:
-        """Decode every item once (fills the cache)."""
+        """Decode every item once (fills the cache; nothing to do when augmenting or not caching)."""
         if self._cache is not None:
-            self._tensors(list(range(len(self.pairs))))
+            self._windows_of(0, list(range(len(self.pairs))))
 
 
 def _split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

@@ -10,7 +10,6 @@ gradient, and checkpoints that resume exactly.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -23,11 +22,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mmretrieve.modality import Modality
+from mmretrieve.embedding import (Augment, Preparer, Sampling, autocast, encode_batch, encode_texts, pool_windows,
+                                  source_of_sample)
 
 from .checkpoint import copy_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
-from .data import MediaDecoder, TaskStream, load_pairs
+from .data import TaskStream, load_pairs
 from .inversion import build_inversion, freeze_encoder, inversion_loss, validate_inversion
 from .distributed import DistInfo, average_gradients, barrier, gather_objects, gather_with_grad, init_distributed
 from .lora import add_lora, has_lora, is_lora_parameter, lora_base_keys, lora_cached, merged_state_dict, tower_of
@@ -135,6 +135,40 @@ def lr_factor(warmup: int, total: int, schedule: str = "cosine") -> Callable[[in
     return f
 
 
+def local_paths_absolute(config: TrainConfig) -> TrainConfig:
+    """The config with ``model.weights`` and a local ``model.pretrained`` made absolute (read from the
+    current directory), so checkpoints that record the config name them from any directory."""
+    from dataclasses import replace
+
+    m = config.model
+    pretrained = m.pretrained
+    if pretrained is not None and os.path.exists(os.path.expanduser(pretrained)):
+        pretrained = os.path.abspath(os.path.expanduser(pretrained))
+    weights = None if m.weights is None else os.path.abspath(os.path.expanduser(m.weights))
+    if (pretrained, weights) == (m.pretrained, m.weights):
+        return config
+    return replace(config, model=replace(m, pretrained=pretrained, weights=weights))
+
+
+class _FirstWindow:
+    """Sample -> the first preprocessed window through the embedding route (the image / short-clip
+    decoder the textual-inversion validation takes)."""
+
+    def __init__(self, preparer: Preparer) -> None:
+        self.preparer = preparer
+
+    def __call__(self, sample) -> torch.Tensor:
+        return self.preparer.prepare(source_of_sample(sample)).tensors[0]
+
+
+def training_sampling(preset, config: TrainConfig) -> Sampling:
+    """The preset's sampling with the config's ``data.sampling`` and ``data.num_frames`` applied."""
+    sampling = Sampling.from_preset(preset).override_from(config.data.sampling, "data.sampling")
+    if config.data.num_frames is not None:
+        sampling = sampling.override(num_frames=config.data.num_frames)
+    return sampling
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -147,6 +181,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, dist_info: DistInfo | None = None, encoder=None) -> None:
         from mmretrieve.models import create_encoder
 
+        config = local_paths_absolute(config)
         self.config = config
         self.dist = dist_info or init_distributed(config.run.device)
         run, o = config.run, config.optim
@@ -196,8 +231,11 @@ class Trainer:
                 self.encoder.audio.transformer.grad_checkpointing = True
         self.logit_scale = LogitScale(o.init_temperature, o.max_logit_scale, o.learn_temperature).to(device)
         self.train_pairs, self.val_pairs = load_pairs(config.data, seed=run.seed)
-        decoder = self.decoder = MediaDecoder(self.encoder, config.data.num_frames)
-        self.streams = {t: TaskStream(p, decoder, batch_size=o.batch_size, seed=run.seed, rank=self.dist.rank,
+        self.sampling = training_sampling(self.encoder.preset, config)
+        augment = Augment(seed=run.seed) if config.data.augment else None
+        preparer = Preparer(self.encoder, self.sampling, augment)
+        self.decoder = _FirstWindow(Preparer(self.encoder, self.sampling))  # validate_inversion's decoder
+        self.streams = {t: TaskStream(p, preparer, batch_size=o.batch_size, seed=run.seed, rank=self.dist.rank,
                                       world_size=self.dist.world_size, cache=config.data.cache,
                                       num_workers=config.data.num_workers, epoch=config.data.epoch)
                         for t, p in self.train_pairs.items()}
@@ -217,29 +255,18 @@ class Trainer:
         self.best: dict | None = None
 
     # ------------------------------------------------------------------ pieces
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def _encode_media(self, batch) -> torch.Tensor:
-        enc = self.encoder
-        if batch.modality is Modality.IMAGE:
-            return enc.encode_image(batch.media.to(self.device))
-        if batch.modality is Modality.VIDEO:
-            frames, mask = batch.media
-            return enc.encode_video(frames.to(self.device), mask.to(self.device))
-        return enc.encode_audio(batch.media.to(self.device))
-
     def task_loss(self, task: str, micro_step: int) -> torch.Tensor:
-        """The contrastive loss of one task's batch at ``micro_step`` (global batch under DDP)."""
+        """The contrastive loss of one task's batch at ``micro_step`` (global batch under DDP).
+
+        Every window in the batch is encoded; an item's vector is the pool of its windows."""
         batch = self.streams[task].batch(micro_step)
         if self.inversion is not None:
-            with self._autocast():
+            with autocast(self.device, self.config.run.amp):
                 return inversion_loss(self.encoder, self.inversion, batch, self.logit_scale(), self.dist, self.device)
-        with self._autocast():
-            text = self.encoder.encode_text(list(batch.captions), max_words=self.config.data.max_words)
-            media = self._encode_media(batch)
+        with autocast(self.device, self.config.run.amp):
+            text = encode_texts(self.encoder, batch.captions, max_words=self.config.data.max_words)
+            windows = encode_batch(self.encoder, batch.modality, batch.media)
+        media = pool_windows(windows, batch.owners, len(batch.captions))
         text = gather_with_grad(text.float(), self.dist)
         media = gather_with_grad(media.float(), self.dist)
         keys = [k for part in gather_objects(list(batch.item_keys), self.dist) for k in part]
@@ -293,17 +320,17 @@ class Trainer:
         out = {}
         try:
             with torch.no_grad(), lora_cached(self.encoder):  # each LoRA'd weight computed once
-                frames, words = self.config.data.num_frames, self.config.data.max_words
+                sampling, words = self.sampling, self.config.data.max_words  # never augmented
                 for task, pairs in self.val_pairs.items():
                     if len(pairs) < 2:
                         continue
                     if self.inversion is not None:
                         out[task] = validate_inversion(self.encoder, self.inversion, pairs, self.decoder)
                     elif self.config.data.kind == "synthetic":
-                        out[task] = evaluate_synthetic(self.encoder, pairs.samples, num_frames=frames,
+                        out[task] = evaluate_synthetic(self.encoder, pairs.samples, sampling=sampling,
                                                        cache=self._val_cache, max_words=words)
                     else:
-                        out[task] = evaluate_samples(self.encoder, pairs.samples, num_frames=frames,
+                        out[task] = evaluate_samples(self.encoder, pairs.samples, sampling=sampling,
                                                      cache=self._val_cache if self.config.data.cache else None,
                                                      max_words=words)
         finally:
@@ -323,7 +350,7 @@ class Trainer:
             return None
         extra = {"config": config_to_dict(self.config), "best": self.best,
                  "preset": self.encoder.preset.name, "video_head": self.encoder.video_head_name,
-                 "num_frames": self.config.data.num_frames}
+                 "num_frames": self.sampling.video.num_frames, **self.sampling.record()}
         return save_checkpoint(out, self.step, self.encoder, self.logit_scale, self.optimizer, self.scheduler,
                                self.scaler, extra, keep_last=self.config.run.keep_last, modules=self._modules(),
                                save_encoder=self.inversion is None)

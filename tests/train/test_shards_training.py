@@ -21,7 +21,8 @@ from mmretrieve.media.write import write_audio, write_image, write_video
 from mmretrieve.modality import Modality, modality_of_path
 from mmretrieve.train import DataConfig, ModelConfig, OptimConfig, RunConfig, Trainer, TrainConfig, train
 from mmretrieve.train.config import load_recipe, override
-from mmretrieve.train.data import MediaDecoder, load_pairs
+from mmretrieve.embedding import Preparer, Sampling, source_of_sample
+from mmretrieve.train.data import load_pairs
 
 
 def _add(tar_path, members) -> str:
@@ -46,9 +47,17 @@ def _pack(shard, items) -> str:
 
 @pytest.fixture(scope="module")
 def decoder():
+    """The embedding route's preparation of one sample (every test item is a single window)."""
     from mmretrieve.models import create_encoder
 
-    return MediaDecoder(create_encoder("tiny-random", device="cpu"))
+    encoder = create_encoder("tiny-random", device="cpu")
+    preparer = Preparer(encoder, Sampling.from_preset(encoder.preset))
+
+    def decode(sample):
+        (window,) = preparer.prepare(source_of_sample(sample)).tensors
+        return window
+
+    return decode
 
 
 # ------------------------------------------------------------------------------ identical preprocessing
