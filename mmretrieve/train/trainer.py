@@ -16,7 +16,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -138,8 +138,6 @@ def lr_factor(warmup: int, total: int, schedule: str = "cosine") -> Callable[[in
 def local_paths_absolute(config: TrainConfig) -> TrainConfig:
     """The config with ``model.weights`` and a local ``model.pretrained`` made absolute (read from the
     current directory), so checkpoints that record the config name them from any directory."""
-    from dataclasses import replace
-
     m = config.model
     pretrained = m.pretrained
     if pretrained is not None and os.path.exists(os.path.expanduser(pretrained)):
