@@ -32,11 +32,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .embedding import file_hash
 from .errors import MMRError
 from .index import CacheCheck, IndexBackend, IndexCheck, UnifiedIndex
 from .models import create_encoder
-from .pipeline import file_hash
-from .retriever import Retriever, video_head_of
+from .retriever import Retriever, recorded_weights, video_head_of
 
 __all__ = ["verify_index", "VerifyReport", "CacheCheck", "EncoderCheck"]
 
@@ -210,7 +210,7 @@ def _check_encoder(fp: dict, pretrained, device) -> EncoderCheck:
         return EncoderCheck("skipped", "not a Retriever index (no encoder record)")
     try:
         enc = create_encoder(enc_fp["preset"], device=device or "cpu", pretrained=pretrained,
-                             weights=fp.get("weights_path"), video_head=video_head_of(enc_fp))
+                             weights=recorded_weights(fp.get("weights_path")), video_head=video_head_of(enc_fp))
     except (MMRError, OSError, ValueError) as e:
         return EncoderCheck("unavailable", f"cannot rebuild encoder {enc_fp.get('preset')!r}: {e}")
     try:
