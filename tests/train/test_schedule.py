@@ -10,6 +10,7 @@ import torch
 from official_fixtures import make_msrvtt
 
 from mmretrieve.data.common import Sample
+from mmretrieve.embedding import Prepared
 from mmretrieve.modality import Modality
 from mmretrieve.models import create_encoder
 from mmretrieve.models.encoder import truncate_tokens
@@ -25,8 +26,17 @@ def _pairs(n_items: int, n_captions: int) -> PairSet:
         for i in range(n_items)))
 
 
+class _BlankPreparer:
+    """Stands in for the embedding route's Preparer: one blank window per item, no augmentation."""
+
+    augment = None
+
+    def prepare(self, source, *, draw=()):
+        return Prepared(0, [torch.zeros(3, 2, 2)], [(None, None)])
+
+
 def _stream(pairs: PairSet, epoch: str, batch_size: int = 4) -> TaskStream:
-    return TaskStream(pairs, lambda s: torch.zeros(3, 2, 2), batch_size=batch_size, seed=0, cache=False, epoch=epoch)
+    return TaskStream(pairs, _BlankPreparer(), batch_size=batch_size, seed=0, cache=False, epoch=epoch)
 
 
 def test_caption_epoch_visits_every_pair_once():
