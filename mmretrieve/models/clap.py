@@ -165,10 +165,10 @@ class ClapEncoder(nn.Module):
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
         raise ValueError(f"preset {self.preset.name!r} embeds text and audio only (CLAP has no video tower)")
 
-    def encode(self, modality: Modality | str, media: Any) -> torch.Tensor:
+    def encode(self, modality: Modality | str, media: Any, *, max_words: int | None = None) -> torch.Tensor:
         m = Modality(modality)
         if m is Modality.TEXT:
-            return self.encode_text(media)
+            return self.encode_text(media, max_words=max_words)
         if m is Modality.AUDIO:
             return self.encode_audio(media)
         if m is Modality.IMAGE:

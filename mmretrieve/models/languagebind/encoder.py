@@ -180,15 +180,15 @@ class LanguageBindEncoder(nn.Module):
             out.append(tower.encode_vision(clip).float())
         return F.normalize(torch.cat(out), dim=-1)
 
-    def encode(self, modality: Modality | str, media: Any) -> torch.Tensor:
+    def encode(self, modality: Modality | str, media: Any, *, max_words: int | None = None) -> torch.Tensor:
         """One modality dispatch over a collated batch -> (B, D) float32, L2-normalised.
 
-        text: a list of strings; image: (B, 3, 224, 224); video: ``(frames (B, T, 3, 224, 224), mask (B, T))``;
+        text: a list of strings (cut to ``max_words`` tokens when given); image: (B, 3, 224, 224); video: ``(frames (B, T, 3, 224, 224), mask (B, T))``;
         audio: (B, 3, 112, 1036) fbank chunks.
         """
         m = Modality(modality)
         if m is Modality.TEXT:
-            return self.encode_text(media)
+            return self.encode_text(media, max_words=max_words)
         if m is Modality.IMAGE:
             return self.encode_image(media)
         if m is Modality.VIDEO:
