@@ -33,8 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .embedding import file_hash
-from .errors import MMRError
+from .errors import IndexCorruptError, MMRError
 from .index import CacheCheck, IndexBackend, IndexCheck, UnifiedIndex
+from .index.layout import MANIFEST_NAME, leftover_siblings, read_manifest, write_manifest
+from .index.locking import WriterLock
+from .index.store import DB_NAME, MetadataStore
 from .models import create_encoder
 from .retriever import Retriever, recorded_weights, video_head_of
 
@@ -69,6 +72,8 @@ class VerifyReport:
     missing_media: tuple[str, ...] = ()
     changed_media: tuple[str, ...] = ()
     mixed_files: tuple[str, ...] = ()  # rows of one path with different content hashes
+    leftovers: tuple[str, ...] = ()  # .tmp-*/.old-* directories of interrupted saves beside the index
+    generation_behind: int | None = None  # newest generation found in the rows, when ahead of the counter
     repaired: tuple[str, ...] = ()  # what repair did (empty without repair)
     seconds: float = 0.0
 
@@ -103,6 +108,11 @@ class VerifyReport:
             out.append(f"{len(self.changed_media)} file(s) changed since indexing: {_few(self.changed_media)}")
         if self.mixed_files:
             out.append(f"{len(self.mixed_files)} file(s) with rows of different contents: {_few(self.mixed_files)}")
+        if self.generation_behind is not None:
+            out.append(f"generation counter {self.generation} is behind the data "
+                       f"(rows written at generation {self.generation_behind})")
+        if self.leftovers:
+            out.append(f"{len(self.leftovers)} leftover director(ies) of an interrupted save: {_few(self.leftovers)}")
         return out
 
     def __str__(self) -> str:
@@ -151,15 +161,21 @@ def verify_index(
     checks = dict(check_encoder=check_encoder, hash_media=hash_media, pretrained=pretrained, device=device)
     if isinstance(path, (str, os.PathLike)):
         target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        restored = _restore_manifest(target) if repair else []
         with UnifiedIndex.open(target, readonly=True, load_cache=False) as ix:  # never locks
-            report = _inspect(ix, target, **checks)
+            report = _with_leftovers(_inspect(ix, target, **checks), target)
         if not repair:
             return dataclasses.replace(report, seconds=time.perf_counter() - t0)
-        with UnifiedIndex.open(target, load_cache=False) as ix:  # the writer lock, before anything is touched
-            actions = _repair(ix, report, prune_missing=prune_missing, pretrained=pretrained, device=device,
-                              num_workers=num_workers)
+        # the writer lock, before anything is touched; opening also puts back an index left beside its
+        # place by an interrupted save and removes the leftovers of dead savers
+        with UnifiedIndex.open(target, load_cache=False) as ix:
+            actions = restored + _repair(ix, report, prune_missing=prune_missing, pretrained=pretrained,
+                                         device=device, num_workers=num_workers)
+        if report.leftovers:
+            gone = [p for p in report.leftovers if not os.path.exists(p)]
+            actions.append(f"removed {len(gone)} leftover director(ies) of an interrupted save")
         with UnifiedIndex.open(target, readonly=True, load_cache=False) as ix:
-            after = _inspect(ix, target, **checks)
+            after = _with_leftovers(_inspect(ix, target, **checks), target)
     else:
         where = path.path or "<in-memory>"
         report = _inspect(path, where, **checks)
@@ -181,7 +197,12 @@ def _inspect(ix: IndexBackend, where: str, *, check_encoder: bool, hash_media: b
         counts=dict(storage.counts), orphan_items=storage.orphan_items, orphan_vectors=storage.orphan_vectors,
         bad_vectors=storage.bad_vectors, duplicates=storage.duplicates, cache=storage.cache, encoder=encoder,
         missing_media=tuple(missing), changed_media=tuple(changed), mixed_files=storage.mixed_files,
+        generation_behind=storage.generation_behind,
     )
+
+
+def _with_leftovers(report: VerifyReport, target: str) -> VerifyReport:
+    return dataclasses.replace(report, leftovers=tuple(leftover_siblings(target)))
 
 
 def _check_media(files, hash_media: bool) -> tuple[list[str], list[str]]:
@@ -224,14 +245,54 @@ def _check_encoder(fp: dict, pretrained, device) -> EncoderCheck:
 
 
 # ---------------------------------------------------------------------------------------- repair
+def _restore_manifest(target: str) -> list[str]:
+    """Rewrite a manifest.json that disagrees with the database (the source of truth) or is missing or
+    unparsable beside a readable database; a manifest of another format or version is left alone."""
+    try:
+        manifest = read_manifest(target)
+    except IndexCorruptError:
+        if not os.path.isfile(os.path.join(target, DB_NAME)) or _manifest_parses(os.path.join(target, MANIFEST_NAME)):
+            return []  # not ours to rewrite: opening the index reports it
+        manifest = None
+    store = MetadataStore.connect(os.path.join(target, DB_NAME), readonly=True)  # IndexCorruptError if unreadable
+    try:
+        meta = store.meta()
+    finally:
+        store.close()
+    try:
+        fingerprint, dim, factory = json.loads(meta.get("fingerprint", "")), int(meta.get("dim", "")), meta.get("factory")
+    except ValueError:
+        return []  # a damaged meta table: opening the index names it
+    if not isinstance(fingerprint, dict) or not isinstance(factory, str):
+        return []
+    if manifest is not None and (manifest["dim"], manifest["factory"], manifest["fingerprint"]) == (dim, factory, fingerprint):
+        return []
+    lock = WriterLock(target)
+    lock.acquire()  # IndexLockedError while a writer runs
+    try:
+        write_manifest(target, dim=dim, factory=factory, fingerprint=fingerprint)
+    finally:
+        lock.release()
+    return [f"rewrote {os.path.join(target, MANIFEST_NAME)} from {DB_NAME}"]
+
+
+def _manifest_parses(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return isinstance(json.loads(f.read(1 << 20).decode("utf-8")), dict)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
 def _repair(ix: IndexBackend, report: VerifyReport, *, prune_missing: bool, pretrained, device, num_workers) -> list[str]:
-    # a file that lost a row (orphan metadata, bad vector) is re-embedded whole if it still exists
-    broken = sorted(set(report.orphan_items) | set(report.bad_vectors))
+    # a file that lost a row (orphan metadata, bad vector) is re-embedded whole if it still exists; so is
+    # a file whose stored vector differs from the cached one (either copy may be the altered one)
+    broken = sorted(set(report.orphan_items) | set(report.bad_vectors) | set(report.cache.mismatched_ids))
     broken_paths = {h.path for h in ix.get(broken) if h.path is not None} if broken else set()
     actions = ix.repair(IndexCheck(
         generation=report.generation, counts=report.counts, files={}, cache=report.cache,
         orphan_items=report.orphan_items, orphan_vectors=report.orphan_vectors, bad_vectors=report.bad_vectors,
-        duplicates=report.duplicates, mixed_files=report.mixed_files))
+        duplicates=report.duplicates, mixed_files=report.mixed_files, generation_behind=report.generation_behind))
     damaged_paths = set(report.changed_media) | set(report.mixed_files) | broken_paths
     if prune_missing and report.missing_media:
         with ix.batch():

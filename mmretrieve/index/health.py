@@ -36,7 +36,8 @@ class IndexCheck:
     rows carry different hashes. Row ids: ``orphan_items`` (metadata without a vector),
     ``orphan_vectors`` (a vector without metadata), ``bad_vectors`` (wrong size or NaN/inf),
     ``duplicates`` (every row of a (path, modality, window) except the newest one).
-    ``generation`` counts committed writes where the backend keeps such a counter, else None.
+    ``generation`` counts committed writes where the backend keeps such a counter, else None;
+    ``generation_behind`` is the newest generation found in the data when the counter is behind it.
     """
 
     generation: int | None
@@ -48,6 +49,7 @@ class IndexCheck:
     bad_vectors: tuple[int, ...] = ()
     duplicates: tuple[int, ...] = ()
     mixed_files: tuple[str, ...] = ()
+    generation_behind: int | None = None
 
     @property
     def entries(self) -> int:

@@ -22,7 +22,8 @@ from typing import Any
 from ..errors import IndexCorruptError
 
 __all__ = ["MANIFEST_NAME", "CACHE_NAME", "FORMAT_NAME", "FORMAT_VERSION", "atomic_write_bytes",
-           "fsync_dir", "sibling_name", "TMP_TAG", "OLD_TAG", "write_manifest", "read_manifest", "recover_interrupted_save", "sibling_candidates"]
+           "fsync_dir", "sibling_name", "TMP_TAG", "OLD_TAG", "write_manifest", "read_manifest", "recover_interrupted_save", "sibling_candidates",
+           "leftover_siblings"]
 
 MANIFEST_NAME = "manifest.json"
 CACHE_NAME = "vectors.faiss"
@@ -150,13 +151,20 @@ def _owner_alive(entry: str, tag: str) -> bool:
     return True
 
 
+def leftover_siblings(target: str) -> list[str]:
+    """.tmp-*/.old-* directories beside target left by saves of processes that are gone, sorted."""
+    parent, name = os.path.split(os.path.abspath(target))
+    out = []
+    for entry in os.listdir(parent or "."):
+        for tag in (TMP_TAG, OLD_TAG):
+            full = os.path.join(parent, entry)
+            if entry.startswith(name + tag) and not _owner_alive(entry[len(name):], tag) and os.path.isdir(full):
+                out.append(full)
+    return sorted(out)
+
+
 def _cleanup(target: str) -> None:
     """Remove leftover .tmp-*/.old-* siblings of a healthy target (their content is superseded),
     except those of a live process that may still be saving."""
-    parent, name = os.path.split(os.path.abspath(target))
-    for entry in os.listdir(parent or "."):
-        for tag in (TMP_TAG, OLD_TAG):
-            if entry.startswith(name + tag) and not _owner_alive(entry[len(name):], tag):
-                full = os.path.join(parent, entry)
-                if os.path.isdir(full):
-                    shutil.rmtree(full, ignore_errors=True)
+    for full in leftover_siblings(target):
+        shutil.rmtree(full, ignore_errors=True)

@@ -317,6 +317,15 @@ class MetadataStore:
                 mixed.append(p)
         return files, tuple(mixed)
 
+    def data_generation(self) -> int:
+        """The newest generation written into the rows or tombstones (0 for an empty database)."""
+        return max(int(self.conn.execute(f"SELECT IFNULL(MAX(gen), 0) FROM {table}").fetchone()[0])
+                   for table in ("items", "removed"))
+
+    def raise_generation(self, gen: int) -> None:
+        """Move the generation counter forward to ``gen`` (never back); inside transaction()."""
+        self.conn.execute("UPDATE state SET generation = MAX(generation, ?)", (int(gen),))
+
     def ids_up_to(self, gen: int) -> set[int]:
         """Live rows written at or before generation ``gen``."""
         return {int(r[0]) for r in self.conn.execute("SELECT id FROM items WHERE gen <= ?", (gen,))}

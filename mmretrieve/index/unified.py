@@ -435,10 +435,12 @@ class UnifiedIndex:
             bad = store.bad_vector_ids(self.dim)
             files, mixed = store.file_hashes()
             by_mod = store.counts_by_modality()
+            data_gen = store.data_generation()
             check = IndexCheck(
                 generation=generation, counts=_counts(by_mod), files=files, cache=self._check_cache(generation, item_ids, set(bad)),
                 orphan_items=store.orphan_item_ids(), orphan_vectors=store.orphan_vector_ids(), bad_vectors=bad,
-                duplicates=store.duplicate_ids(), mixed_files=mixed)
+                duplicates=store.duplicate_ids(), mixed_files=mixed,
+                generation_behind=data_gen if data_gen > generation else None)
         return check
 
     def _check_cache(self, generation: int, item_ids: np.ndarray, bad: set[int]) -> CacheCheck:
@@ -497,6 +499,10 @@ class UnifiedIndex:
                 actions.append(f"moved the bad faiss cache aside to {aside}")
             with self._mutex:
                 self._faiss, self._faiss_gen, self._cache_gen = None, -1, -1
+        if check.generation_behind is not None:  # else a stale cache would skip rows on catch-up
+            with self.batch():
+                self._store.raise_generation(check.generation_behind)
+            actions.append(f"moved the generation counter forward to {check.generation_behind}")
         drop = sorted(set(check.orphan_items) | set(check.bad_vectors) | set(check.duplicates))
         if drop or check.orphan_vectors:
             with self.batch():
