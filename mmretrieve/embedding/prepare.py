@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -97,6 +98,16 @@ def source_of_sample(sample: Any) -> Source:
     return Source(sample.modality, sample.path)
 
 
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
 class Preparer:
     """Decode + preprocess sources into per-window tensors. ``augment`` is for training only."""
 
@@ -142,6 +153,8 @@ class Preparer:
         if source.path is not None:
             st = os.stat(source.path)
             out.mtime, out.size = st.st_mtime, st.st_size
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader; none of these is media
+                raise MediaError(source.path, f"not a regular file ({_special_kind(st.st_mode)}); not read")
             if st.st_size == 0:
                 raise MediaError(source.path, "empty file (0 bytes)")
             out.content_hash = file_hash(source.path)
