@@ -4,9 +4,10 @@
 
 1. ``mmretrieve index ROOT --index IDX --preset tiny-random --workers N`` as a subprocess;
 2. ``Retriever.add(ROOT)`` in this process (in-memory index, --inproc-workers decode workers).
-For each: files tried by kind, indexed, skipped with a reason, unexpected outcomes (a file expected
-to be skipped that was indexed or not reported, a file neither indexed nor reported), crashes,
-wall time and peak RSS. Exit status 1 on any crash or unexpected outcome.
+For each: files tried by kind, indexed, skipped with a reason, unexpected outcomes (against the
+table of the test suite, tests/reliability/hostile_expectations.py: a file expected to be skipped
+that was indexed or not reported, a file expected to be indexed that was not), crashes, wall time
+and peak RSS. Exit status 1 on any crash or unexpected outcome.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ import traceback
 
 from mmretrieve.retriever import printable_path
 from mmretrieve.testing import peak_rss_mb
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reliability"))
+from hostile_expectations import expected_outcomes  # noqa: E402  (the expectations live with the tests)
 
 
 def _candidates(path: str, root: str, real_root: str) -> set[str]:
@@ -73,6 +77,7 @@ def classify(corpus, indexed: set[str], failed: dict[str, str]) -> dict:
     by_kind: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     unexpected: list[str] = []
     seen: set[str] = set()
+    expected = expected_outcomes(corpus, many=False)
 
     def outcome(cands: set[str]) -> tuple[bool, str | None]:
         seen.update(cands)
@@ -83,20 +88,22 @@ def classify(corpus, indexed: set[str], failed: dict[str, str]) -> dict:
     for f in corpus.files:
         added, reason = outcome(_candidates(f.path, root, real_root))
         c = by_kind[f.kind]
-        c["tried"] += f.expect != "unlisted"
-        c["listed"] += f.expect == "unlisted"
+        want = expected.get(printable_path(os.path.relpath(f.path, root)))
+        c["tried"] += 1
         c["indexed"] += added
         c["skipped"] += reason is not None
         c["no_reason"] += reason is not None and not reason.strip()
         problem = None
         if added and reason is not None:
             problem = "both indexed and reported as skipped"
-        elif f.expect == "skip" and added:
+        elif want is None:
+            problem = "not in the expectations table"
+        elif not want.entries and added:
             problem = "expected a reported skip, was indexed"
-        elif f.expect == "skip" and reason is None:
+        elif not want.entries and reason is None:
             problem = "expected a reported skip, nothing reported"
-        elif f.expect == "any" and not added and reason is None:
-            problem = "neither indexed nor reported"
+        elif want.entries and not added:
+            problem = f"expected to be indexed, {'skipped: ' + reason if reason else 'nothing reported'}"
         if problem:
             c["unexpected"] += 1
             unexpected.append(f"{f.kind} {printable_path(f.path)!r}: {problem}")
@@ -272,10 +279,12 @@ def main(argv: list[str] | None = None) -> int:
             _unlock(corpus)  # so the temporary corpus can be deleted (a --root corpus is kept as made)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    listed = collections.Counter(f.expect for f in corpus.files)
+    table = expected_outcomes(corpus, many=False)
+    wants = [table.get(printable_path(os.path.relpath(f.path, corpus.root))) for f in corpus.files]
+    to_index = sum(w is not None and w.entries > 0 for w in wants)
     print(f"corpus             {corpus.root}  generated_s {gen_s:.1f}")
-    print(f"files              {len(corpus.files)} crafted (expect skip {listed['skip']}, any {listed['any']}, "
-          f"unlisted {listed['unlisted']}) + {corpus.many_count} tiny = {corpus.tried} tried")
+    print(f"files              {len(corpus.files)} crafted (expected: indexed {to_index}, skipped "
+          f"{len(corpus.files) - to_index}) + {corpus.many_count} tiny = {corpus.tried} tried")
     print_run(f"cli: mmretrieve index --preset {args.preset} --workers {args.workers}", cli)
     print_run(f"in-process: Retriever.add, num_workers={args.inproc_workers}", inproc)
     bad = cli["crashes"] + cli["unexpected"] + inproc["crashes"] + inproc["unexpected"]

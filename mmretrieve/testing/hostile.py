@@ -19,14 +19,12 @@ make_hostile_corpus(root) writes, under root:
                  that cannot be read even by root
     many/        ``many_files`` tiny files (10,000 by default) with media extensions and 1-40 bytes
 
-Each written entry is a :class:`HostileFile` saying what it is and what indexing must do with it:
-``skip`` (reported as failed, with a reason), ``any`` (indexed, or skipped with a reason: e.g. a
-truncated MP3 still decodes its first half, a PNG named .jpg is a fine image) or ``unlisted``
-(never reaches the decoder: loops, FIFOs are not regular files... see ``note``).
+Each written entry is a :class:`HostileFile` saying what it is (``kind``, ``note``). What indexing
+must do with each file is not decided here: the test suite keeps that table
+(tests/reliability/hostile_expectations.py) beside the tests that check it.
 
-Permissions: tests usually run as root, and root reads a mode-000 file anyway; the entries with
-mode 000 are marked ``any`` for that reason (``HostileFile.note`` says so). A read that fails even
-for root is still produced: ``special/denied.png`` is a symlink to a write-only sysfs attribute
+Permissions: tests usually run as root, and root reads a mode-000 file anyway (``HostileFile.note``
+says so). A read that fails even for root is still produced: ``special/denied.png`` is a symlink to a write-only sysfs attribute
 (e.g. /sys/bus/pci/rescan, mode 0200), whose open() for reading returns EACCES for every user. It
 is never written to. When no such file exists (no sysfs) that entry is left out.
 """
@@ -50,7 +48,6 @@ __all__ = ["HostileFile", "HostileCorpus", "make_hostile_corpus", "crafted_wav",
 class HostileFile:
     path: str  # as the filesystem sees it (str; non-UTF-8 names are surrogate-escaped)
     kind: str  # short tag, e.g. "truncated", "empty", "bomb", "nan-audio"
-    expect: str  # "skip" | "any" | "unlisted"
     note: str = ""
 
 
@@ -67,8 +64,8 @@ class HostileCorpus:
 
     @property
     def tried(self) -> int:
-        """Files that reach the decoder (everything but unlisted entries), including the many tiny ones."""
-        return sum(f.expect != "unlisted" for f in self.files) + self.many_count
+        """Files written (each reaches the indexer), including the many tiny ones."""
+        return len(self.files) + self.many_count
 
 
 # ------------------------------------------------------------------------------------------ builders
@@ -237,10 +234,6 @@ def _valid_bytes(ext: str, tmpdir: str, rng: np.random.Generator) -> bytes | Non
             os.unlink(path)
 
 
-# A truncated file that still decodes part of its content is legitimate for these (no length header).
-_PARTIAL_OK = {".mp3", ".ogg", ".oga", ".opus", ".mpg", ".mpeg", ".avi", ".webm", ".mkv", ".ogv", ".gif", ".flac", ".m4a"}
-
-
 def make_hostile_corpus(root: str | os.PathLike, *, many_files: int = 10_000, seed: int = 0,
                         special_files: bool = True, non_utf8_name: bool = True) -> HostileCorpus:
     """Write the hostile corpus under root (see the module docstring); returns what was written."""
@@ -248,8 +241,8 @@ def make_hostile_corpus(root: str | os.PathLike, *, many_files: int = 10_000, se
     rng = np.random.default_rng(seed)
     files: list[HostileFile] = []
 
-    def add(path: str, kind: str, expect: str, note: str = "") -> None:
-        files.append(HostileFile(path, kind, expect, note))
+    def add(path: str, kind: str, note: str = "") -> None:
+        files.append(HostileFile(path, kind, note))
 
     def sub(name: str) -> str:
         d = os.path.join(root, name)
@@ -270,80 +263,80 @@ def make_hostile_corpus(root: str | os.PathLike, *, many_files: int = 10_000, se
         data = valid.get(ext) or valid[".mp4" if ext in VIDEO_EXTS else ".wav" if ext in AUDIO_EXTS else ".png"]
         cut = data[: max(1, len(data) // 2)]
         note = "" if ext in valid else f"no encoder for {ext} here: the truncated bytes are of another format"
-        add(_write(os.path.join(d, "half" + ext), cut), "truncated", "any" if ext in _PARTIAL_OK else "skip", note)
-        add(_write(os.path.join(d, "header_only" + ext), data[:24]), "truncated", "skip")
+        add(_write(os.path.join(d, "half" + ext), cut), "truncated", note)
+        add(_write(os.path.join(d, "header_only" + ext), data[:24]), "truncated")
 
     d = sub("empty")
     for ext in all_exts:
-        add(_write(os.path.join(d, "zero" + ext), b""), "empty", "skip")
+        add(_write(os.path.join(d, "zero" + ext), b""), "empty")
 
     d = sub("wrong_ext")
     text = b"this is plain text, not media\n" * 4
     for ext in (".png", ".jpg", ".mp4", ".webm", ".wav", ".flac", ".mp3"):
-        add(_write(os.path.join(d, "text" + ext), text), "not-media", "skip")
-    add(_write(os.path.join(d, "html.gif"), b"<html><body>hi</body></html>"), "not-media", "skip")
-    add(_write(os.path.join(d, "random.tiff"), rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()), "not-media", "skip")
-    add(_write(os.path.join(d, "png_named.mp3"), valid[".png"]), "wrong-ext", "skip", "an image inside an audio extension")
-    add(_write(os.path.join(d, "wav_named.jpg"), valid[".wav"]), "wrong-ext", "skip", "audio inside an image extension")
-    add(_write(os.path.join(d, "mp4_named.png"), valid[".mp4"]), "wrong-ext", "skip", "a video inside an image extension")
-    add(_write(os.path.join(d, "png_named.jpg"), valid[".png"]), "wrong-ext", "any", "an image under another image extension decodes fine")
-    add(_write(os.path.join(d, "wav_named.mp4"), valid[".wav"]), "wrong-ext", "skip", "audio inside a video extension: no video stream")
+        add(_write(os.path.join(d, "text" + ext), text), "not-media")
+    add(_write(os.path.join(d, "html.gif"), b"<html><body>hi</body></html>"), "not-media")
+    add(_write(os.path.join(d, "random.tiff"), rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()), "not-media")
+    add(_write(os.path.join(d, "png_named.mp3"), valid[".png"]), "wrong-ext", "an image inside an audio extension")
+    add(_write(os.path.join(d, "wav_named.jpg"), valid[".wav"]), "wrong-ext", "audio inside an image extension")
+    add(_write(os.path.join(d, "mp4_named.png"), valid[".mp4"]), "wrong-ext", "a video inside an image extension")
+    add(_write(os.path.join(d, "png_named.jpg"), valid[".png"]), "wrong-ext", "an image under another image extension decodes fine")
+    add(_write(os.path.join(d, "wav_named.mp4"), valid[".wav"]), "wrong-ext", "audio inside a video extension: no video stream")
 
     d = sub("bombs")
-    add(_write(os.path.join(d, "bomb.png"), png_bytes(16384, 16384)), "bomb", "skip",
+    add(_write(os.path.join(d, "bomb.png"), png_bytes(16384, 16384)), "bomb",
         "268 Mpixel PNG in a few hundred KB: refused before decoding")
-    add(_write(os.path.join(d, "huge_header.jpg"), _jpeg_with_size(65000, 65000)), "huge-header", "skip")
+    add(_write(os.path.join(d, "huge_header.jpg"), _jpeg_with_size(65000, 65000)), "huge-header")
     add(_write(os.path.join(d, "huge_header.png"), png_bytes(100000, 100000, rows=zlib.compress(b"\x00" * 64))),
-        "huge-header", "skip")
-    add(_write(os.path.join(d, "zero_size.png"), png_bytes(0, 0, rows=zlib.compress(b""))), "huge-header", "skip",
+        "huge-header")
+    add(_write(os.path.join(d, "zero_size.png"), png_bytes(0, 0, rows=zlib.compress(b""))), "huge-header",
         "0x0 pixels")
 
     d = sub("video")
     zero = os.path.join(d, "zero_frames.mp4")
     _empty_video(zero)
-    add(zero, "zero-frames", "skip")
+    add(zero, "zero-frames")
     zero_mkv = os.path.join(d, "zero_frames.mkv")
     _empty_video(zero_mkv)
-    add(zero_mkv, "zero-frames", "skip")
+    add(zero_mkv, "zero-frames")
     add(_write(os.path.join(d, "lying_duration.mp4"), _patch_mp4_durations(valid[".mp4"], 36000)), "lying-duration",
-        "any", "claims 2 s x 36000; must not produce thousands of windows nor hang: indexed from the real frames or skipped")
+        "claims 2 s x 36000; must not produce thousands of windows nor hang")
     no_video = os.path.join(d, "audio_only.mp4")
     _audio_only_container(no_video)
-    add(no_video, "no-video-stream", "skip")
+    add(no_video, "no-video-stream")
 
     d = sub("audio")
     nan = np.zeros(1600, dtype=np.float32)
     nan[100:200] = np.nan
     add(_write(os.path.join(d, "nan.wav"), crafted_wav(sample_rate=16000, bits=32, audio_format=3, data=nan.tobytes())),
-        "nan-audio", "skip")
+        "nan-audio")
     inf = np.zeros(1600, dtype=np.float32)
     inf[5] = np.inf
     add(_write(os.path.join(d, "inf.wav"), crafted_wav(sample_rate=16000, bits=32, audio_format=3, data=inf.tobytes())),
-        "nan-audio", "skip")
-    add(_write(os.path.join(d, "zero_hz.wav"), crafted_wav(sample_rate=0)), "zero-rate", "skip")
-    add(_write(os.path.join(d, "zero_channels.wav"), crafted_wav(sample_rate=16000, channels=0)), "zero-channels", "skip")
+        "nan-audio")
+    add(_write(os.path.join(d, "zero_hz.wav"), crafted_wav(sample_rate=0)), "zero-rate")
+    add(_write(os.path.join(d, "zero_channels.wav"), crafted_wav(sample_rate=16000, channels=0)), "zero-channels")
     add(_write(os.path.join(d, "lying_length.wav"), crafted_wav(sample_rate=16000, declared_data=1 << 30)),
-        "truncated", "skip", "header declares 1 GiB of samples")
-    add(_write(os.path.join(d, "no_samples.wav"), crafted_wav(sample_rate=16000, data=b"")), "empty-audio", "skip")
+        "truncated", "header declares 1 GiB of samples")
+    add(_write(os.path.join(d, "no_samples.wav"), crafted_wav(sample_rate=16000, data=b"")), "empty-audio")
 
     d = sub("names")
     png = png_bytes(8, 8, colour_type=2)
     if non_utf8_name:
         bad_utf8 = os.path.join(os.fsencode(d), b"bad-\xff\xfe-name.png")
         _write(bad_utf8, png)  # type: ignore[arg-type]
-        add(os.fsdecode(bad_utf8), "non-utf8-name", "skip",
+        add(os.fsdecode(bad_utf8), "non-utf8-name",
             "valid image, but the index stores paths as UTF-8 text: reported with the name shown as \\xNN")
     long_name = os.path.join(d, ("l" * 236) + ".png")
-    add(_write(long_name, png), "long-name", "any", "240-byte file name")
+    add(_write(long_name, png), "long-name", "240-byte file name")
     long_utf8 = os.path.join(d, ("é" * 110) + ".png")  # 220 bytes in UTF-8
-    add(_write(long_utf8, png), "long-name", "any")
+    add(_write(long_utf8, png), "long-name")
     for name in ("new\nline.png", "quote'\"; DROP TABLE items; --.png", "-rf.png", "$(echo pwned).png", " space .png"):
-        add(_write(os.path.join(d, name), png), "odd-name", "any")
+        add(_write(os.path.join(d, name), png), "odd-name")
     deep = d
     for _ in range(30):  # a path longer than 4096 bytes? no: 30 x 100 = 3000 bytes, still openable
         deep = os.path.join(deep, "d" * 99)
     os.makedirs(deep, exist_ok=True)
-    add(_write(os.path.join(deep, "deep.png"), png), "deep-path", "any", "a ~3000-byte path")
+    add(_write(os.path.join(deep, "deep.png"), png), "deep-path", "a ~3000-byte path")
 
     d = sub("links")
     a, b = os.path.join(d, "loop_a"), os.path.join(d, "loop_b")
@@ -352,25 +345,25 @@ def make_hostile_corpus(root: str | os.PathLike, *, many_files: int = 10_000, se
     os.makedirs(b, exist_ok=True)
     os.symlink(os.path.join("..", "loop_a"), os.path.join(b, "to_a"))
     _write(os.path.join(a, "inside.png"), png)
-    add(os.path.join(a, "inside.png"), "symlink-loop", "any", "reached once, however many times the loop is followed")
+    add(os.path.join(a, "inside.png"), "symlink-loop", "reached once, however many times the loop is followed")
     self_loop = os.path.join(d, "self.jpg")
     os.symlink("self.jpg", self_loop)
-    add(self_loop, "symlink-loop", "skip", "a file symlink pointing at itself (ELOOP)")
+    add(self_loop, "symlink-loop", "a file symlink pointing at itself (ELOOP)")
     dangling = os.path.join(d, "dangling.wav")
     os.symlink("does-not-exist.wav", dangling)
-    add(dangling, "dangling-link", "skip")
+    add(dangling, "dangling-link")
 
     extras: dict = {}
     if special_files:
         d = sub("special")
         fifo = os.path.join(d, "fifo.wav")
         os.mkfifo(fifo)
-        add(fifo, "fifo", "skip", "opening it for reading would block forever")
+        add(fifo, "fifo", "opening it for reading would block forever")
         sock_path = os.path.join(d, "socket.png")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.bind(sock_path)
-            add(sock_path, "socket", "skip")
+            add(sock_path, "socket")
         except OSError:
             pass
         finally:
@@ -379,7 +372,7 @@ def make_hostile_corpus(root: str | os.PathLike, *, many_files: int = 10_000, se
         locked = _write(os.path.join(d, "mode000.png"), png)
         os.chmod(locked, 0)
         root_note = "root reads mode-000 files: indexed when run as root, skipped otherwise"
-        add(locked, "unreadable", "any" if os.geteuid() == 0 else "skip", root_note)
+        add(locked, "unreadable", root_note)
         locked_dir = os.path.join(d, "mode000_dir")
         os.makedirs(locked_dir, exist_ok=True)
         _write(os.path.join(locked_dir, "hidden.png"), png)
@@ -390,7 +383,7 @@ def make_hostile_corpus(root: str | os.PathLike, *, many_files: int = 10_000, se
         if denied is not None:
             link = os.path.join(d, "denied.png")
             os.symlink(denied, link)
-            add(link, "unreadable", "skip", f"symlink to {denied}, write-only: reading it fails even for root")
+            add(link, "unreadable", f"symlink to {denied}, write-only: reading it fails even for root")
 
     many_dir = None
     if many_files:
