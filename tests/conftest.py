@@ -10,12 +10,36 @@ from hypothesis import settings
 # In CI the property tests replay a fixed set of examples (reproducible, no flakes); run them locally
 # (or with --hypothesis-seed=N) to explore new ones.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None)
-if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+if _CI:
     settings.load_profile("ci")
 
 from mmretrieve.media.write import write_audio, write_image, write_video
+from netguard import GUARD
 
 TINY = "tiny-random"
+
+
+def pytest_configure(config):
+    # In CI nothing may reach beyond this machine: the socket guard wraps the whole session, and
+    # every test checks at its end that no attempt was made (see no_network below).
+    if _CI:
+        GUARD.install()
+
+
+@pytest.fixture(autouse=_CI)
+def no_network():
+    """Fail the test on any attempt to reach a non-loopback address (netguard.py); loopback is allowed."""
+    installed_here = not GUARD.installed
+    GUARD.install()
+    GUARD.reset()
+    try:
+        yield GUARD
+        assert not GUARD.attempts, f"the test tried to reach the network: {GUARD.attempts}"
+    finally:
+        GUARD.reset()
+        if installed_here and not _CI:
+            GUARD.uninstall()
 
 
 def _noise_image(rng, size=48):
