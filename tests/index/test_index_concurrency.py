@@ -127,17 +127,19 @@ def test_readers_see_whole_batches_while_writer_adds(on_disk):
         print("done", flush=True)
     """, on_disk)
     _expect(child, "start")
-    seen = set()
+    seen = []
     with UnifiedIndex.open(on_disk, readonly=True) as ro:
         q = unit_vectors(1, seed=7)
         deadline = time.time() + 30
         while child.poll() is None and time.time() < deadline:
-            n = len(ro.search(q, k=10_000)[0])
-            assert (n - 50) % 10 == 0, f"reader saw a partial batch: {n} rows"
-            seen.add(n)
+            seen.append(len(ro.search(q, k=10_000)[0]))
         child.wait(timeout=30)
         assert len(ro.search(q, k=10_000)[0]) == 450
     assert child.returncode == 0, child.stderr.read()
+    # every state the reader saw is whole batches (50 rows + 10 per batch), in commit order
+    assert all(50 <= n <= 450 and (n - 50) % 10 == 0 for n in seen), f"reader saw a partial batch: {sorted(set(seen))}"
+    assert seen == sorted(seen), "the reader saw the index go back to an older state"
+    assert any(50 < n < 450 for n in seen), f"the reader never overlapped the writer: {sorted(set(seen))}"
 
 
 def test_kill_during_batches_loses_at_most_the_open_batch(on_disk):

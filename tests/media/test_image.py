@@ -113,8 +113,12 @@ def test_exif_orientation_applied(tmp_path, orientation, expected_size):
     out = load_image(p)
     assert out.size == expected_size
     arr = np.asarray(out).astype(int)
+    if orientation == 1:  # as stored: white half on the left
+        assert arr[:, :15].mean() > 200 and arr[:, 25:].mean() < 50
     if orientation == 6:  # rotated 90 deg clockwise: the white left half is now on top
         assert arr[:10].mean() > 200 and arr[30:].mean() < 50
+    if orientation == 8:  # rotated 90 deg counter-clockwise: the white left half is now at the bottom
+        assert arr[30:].mean() > 200 and arr[:10].mean() < 50
     if orientation == 3:  # rotated 180: white half now on the right
         assert arr[:, 25:].mean() > 200 and arr[:, :15].mean() < 50
 
