@@ -128,13 +128,14 @@ def _unavailable(preset: str, what: str, why: str) -> WeightsUnavailableError:
 
 def _cached_hf_file(repo: str, filenames: list[str]) -> str | None:
     """The first of ``filenames`` in ``repo`` found in the Hugging Face cache (never the network)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import try_to_load_from_cache
 
     for name in filenames:
-        try:
-            return hf_hub_download(repo, name, cache_dir=hf_cache_dir(), local_files_only=True)
-        except Exception:  # not cached (or a broken cache entry): try the next name
-            continue
+        # a pure cache lookup: hf_hub_download(local_files_only=True) still builds request headers,
+        # and huggingface_hub 2.x may fetch a registry from the hub while doing so
+        found = try_to_load_from_cache(repo, name, cache_dir=hf_cache_dir())
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
     return None
 
 
