@@ -35,7 +35,7 @@ def no_network():
     GUARD.reset()
     try:
         yield GUARD
-        assert not GUARD.attempts, f"the test tried to reach the network: {GUARD.attempts}"
+        assert not GUARD.attempts, f"the test tried to reach the network: {list(zip(GUARD.attempts, GUARD.origins))}"
     finally:
         GUARD.reset()
         if installed_here and not _CI:

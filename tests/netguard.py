@@ -11,8 +11,10 @@ checks ``attempts`` when it ends. Child processes are not covered.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
+import traceback
 
 __all__ = ["NetworkBlocked", "NetworkGuard", "GUARD"]
 
@@ -40,11 +42,20 @@ def _is_local_host(host) -> bool:
     return ip.is_loopback or ip.is_unspecified
 
 
+def _caller() -> str:
+    """The innermost frames outside socket.py and this file, and the thread: where an attempt came from."""
+    frames = [f for f in traceback.extract_stack()[:-3]
+              if not f.filename.endswith(("socket.py", "netguard.py"))]
+    where = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(frames[-4:]))
+    return f"{where} [thread {threading.current_thread().name}]"
+
+
 class NetworkGuard:
     """Install once; ``attempts`` lists "what: address" of every refused attempt since ``reset``."""
 
     def __init__(self) -> None:
         self.attempts: list[str] = []
+        self.origins: list[str] = []  # where each attempt came from (file:line, thread)
         self._lock = threading.Lock()
         self._saved: dict[str, object] = {}
 
@@ -55,10 +66,12 @@ class NetworkGuard:
     def reset(self) -> None:
         with self._lock:
             self.attempts.clear()
+            self.origins.clear()
 
     def _refuse(self, what: str, address) -> None:
         with self._lock:
             self.attempts.append(f"{what}: {address!r}")
+            self.origins.append(_caller())
         raise NetworkBlocked(f"network access blocked in the tests ({what} {address!r}); tests must stay offline")
 
     def _check_address(self, sock: socket.socket, what: str, address) -> None:
