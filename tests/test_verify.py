@@ -450,15 +450,16 @@ def test_leftover_directories_of_an_interrupted_save_detected_and_removed(capsys
 
 def test_save_interrupted_between_its_renames_is_restored_by_repair(capsys, built):
     """The index was renamed to <index>.old-PID-* and the process died before the new copy took its
-    place: verify names the problem, repair moves the old copy back."""
+    place: verify reads that copy, names it as the leftover of an interrupted save and exits 1; repair
+    moves it back."""
     index_dir, files, want = built
     aside = f"{index_dir}.old-{_dead_pid()}-00c0ffee"
     os.rename(index_dir, aside)
 
-    capsys.readouterr()
-    assert cli_main(["verify", index_dir]) == 2
-    err = capsys.readouterr().err
-    assert "manifest.json" in err and "interrupted save" in err and aside in err
+    code, report = _verify(capsys, index_dir)
+    assert code == 1
+    assert _damage(report) == {"leftovers": [aside]}
+    assert report["entries"] == N_IMAGES + 3
 
     _clean_after_repair(capsys, index_dir)
     assert os.path.isfile(os.path.join(index_dir, "manifest.json")) and not os.path.exists(aside)
