@@ -243,19 +243,17 @@ def _unavailable(preset: Preset, modality: str, repo: str, why: str) -> WeightsU
 
 def _cached_snapshot(repo: str) -> str | None:
     """The cached snapshot directory of ``repo`` with config.json and a weights file, or None (no network)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import try_to_load_from_cache
 
+    # pure cache lookups: hf_hub_download(local_files_only=True) may still reach the hub (request headers)
     cache = hf_cache_dir()
-    try:
-        cfg = hf_hub_download(repo, "config.json", cache_dir=cache, local_files_only=True)
-    except Exception:
+    cfg = try_to_load_from_cache(repo, "config.json", cache_dir=cache)
+    if not (isinstance(cfg, str) and os.path.isfile(cfg)):
         return None
     for name in WEIGHTS_NAMES:
-        try:
-            hf_hub_download(repo, name, cache_dir=cache, local_files_only=True)
+        found = try_to_load_from_cache(repo, name, cache_dir=cache)
+        if isinstance(found, str) and os.path.isfile(found):
             return os.path.dirname(cfg)
-        except Exception:
-            continue
     return None
 
 
