@@ -429,10 +429,11 @@ def test_sql_in_a_filter_value_is_data(index_copy, capsys):
         assert len(r) == rows
     assert _items_table_rows(index_copy) == rows
 
+    # --json prints JSON Lines: one object per hit, nothing when nothing matches
     code, out, err = run_cli(capsys, "search", index_copy, "red", "--where", f"album={SQL}x", "--json")
-    assert code == 0 and json.loads(out) == [], err
+    assert code == 0 and out == "", err
     code, out, _ = run_cli(capsys, "search", index_copy, "red", "--where", f"album={SQL}", "--json")
-    assert code == 0 and [h["metadata"]["n"] for h in json.loads(out)] == [99]
+    assert code == 0 and [json.loads(line)["metadata"]["n"] for line in out.splitlines()] == [99]
     code, out, _ = run_cli(capsys, "search", index_copy, "red", "--where", "album') OR 1=1; DROP TABLE items; --=x")
     assert code == 0 and out.strip() == "no results"  # an odd key is just a key nobody has
     code, _, err = run_cli(capsys, "search", index_copy, "red", "--where", 'album" OR 1=1; DROP TABLE items; --=x')
