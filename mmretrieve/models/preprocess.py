@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..errors import MediaError
 from .presets import AudioSpec
 
-__all__ = ["ImagePreprocessor", "AudioFrontend", "to_hwc_uint8", "pad_frames"]
+__all__ = ["ImagePreprocessor", "AudioFrontend", "to_hwc_uint8", "frame_array", "pad_frames"]
 
 
 def to_hwc_uint8(image: Any) -> np.ndarray:
@@ -49,6 +49,18 @@ def to_hwc_uint8(image: Any) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def frame_array(frames: Any) -> np.ndarray:
+    """Video frames (array or tensor) checked to be (T, H, W, 3) uint8 with T >= 1, as a numpy array."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu().numpy()
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[0] == 0 or min(arr.shape[1:3]) == 0:
+        raise MediaError(None, f"frames must be (T, H, W, 3) with T >= 1, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise MediaError(None, f"frames must be uint8, got dtype {arr.dtype}")
+    return arr
+
+
 @dataclass(frozen=True)
 class ImagePreprocessor:
     """Resize shortest side -> centre crop -> normalise, for images and frames alike."""
@@ -67,13 +79,7 @@ class ImagePreprocessor:
 
     def frames(self, frames: Any) -> torch.Tensor:
         """(T, H, W, 3) uint8 frames -> (T, 3, S, S) float32."""
-        if isinstance(frames, torch.Tensor):
-            frames = frames.detach().cpu().numpy()
-        arr = np.asarray(frames)
-        if arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[0] == 0 or min(arr.shape[1:3]) == 0:
-            raise MediaError(None, f"frames must be (T, H, W, 3) with T >= 1, got shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            raise MediaError(None, f"frames must be uint8, got dtype {arr.dtype}")
+        arr = frame_array(frames)
         s = self.size
         out = torch.empty((arr.shape[0], 3, s, s), dtype=torch.float32)
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import MediaError
-from ..preprocess import to_hwc_uint8
+from ..preprocess import frame_array, to_hwc_uint8
 
 __all__ = ["LanguageBindAudioFrontend", "LanguageBindVisualPreprocessor", "chunk_offsets", "fbank",
            "CLIP_MEAN", "CLIP_STD"]
@@ -130,13 +130,7 @@ class LanguageBindVisualPreprocessor:
 
     def frames(self, frames: Any) -> torch.Tensor:
         """(T, H, W, 3) uint8 frames -> (T, 3, S, S) float32."""
-        if isinstance(frames, torch.Tensor):
-            frames = frames.detach().cpu().numpy()
-        arr = np.asarray(frames)
-        if arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[0] == 0 or min(arr.shape[1:3]) == 0:
-            raise MediaError(None, f"frames must be (T, H, W, 3) with T >= 1, got shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            raise MediaError(None, f"frames must be uint8, got dtype {arr.dtype}")
+        arr = frame_array(frames)
         s = self.size
         h, w = arr.shape[1:3]
         if w < h:
