@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import CheckpointMismatchError, MediaError, MissingExtraError, WeightsUnavailableError
 from ..modality import Modality
+from .dispatch import encode_modality
 from .presets import Preset
 from .weights import hf_cache_dir, hf_endpoint, host_reachable, hub_offline, sha256_file
 
@@ -166,14 +167,7 @@ class ClapEncoder(nn.Module):
         raise ValueError(f"preset {self.preset.name!r} embeds text and audio only (CLAP has no video tower)")
 
     def encode(self, modality: Modality | str, media: Any, *, max_words: int | None = None) -> torch.Tensor:
-        m = Modality(modality)
-        if m is Modality.TEXT:
-            return self.encode_text(media, max_words=max_words)
-        if m is Modality.AUDIO:
-            return self.encode_audio(media)
-        if m is Modality.IMAGE:
-            return self.encode_image(media)
-        return self.encode_video(*media)
+        return encode_modality(self, modality, media, max_words=max_words)
 
     def fingerprint(self) -> dict:
         if self._sha is None:

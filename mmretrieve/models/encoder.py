@@ -27,6 +27,7 @@ from ..errors import WeightsUnavailableError
 from ..modality import Modality
 from .audio_tower import AudioTower
 from .clap import ClapEncoder, create_clap_encoder
+from .dispatch import encode_modality
 from .languagebind import LanguageBindEncoder, create_languagebind_encoder
 from .preprocess import AudioFrontend, ImagePreprocessor
 from .presets import Preset, get_preset, thaw
@@ -197,15 +198,7 @@ class MultiModalEncoder(nn.Module):
         (``mmretrieve.embedding.collate`` builds them). Grad mode is the caller's: inference wraps it
         in ``torch.inference_mode()``, training does not.
         """
-        m = Modality(modality)
-        if m is Modality.TEXT:
-            return self.encode_text(media, max_words=max_words)
-        if m is Modality.IMAGE:
-            return self.encode_image(media)
-        if m is Modality.VIDEO:
-            frames, mask = media
-            return self.encode_video(frames, mask)
-        return self.encode_audio(media)
+        return encode_modality(self, modality, media, max_words=max_words)
 
     # ---------------------------------------------------------------- fingerprint
     def fingerprint(self) -> dict:

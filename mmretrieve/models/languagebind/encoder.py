@@ -23,6 +23,7 @@ from torch import nn
 
 from ...errors import WeightsUnavailableError
 from ...modality import Modality
+from ..dispatch import encode_modality
 from ..presets import Preset
 from ..tokens import truncate_tokens
 from ..weights import hf_cache_dir, hf_endpoint, host_reachable, hub_offline
@@ -186,15 +187,7 @@ class LanguageBindEncoder(nn.Module):
         text: a list of strings (cut to ``max_words`` tokens when given); image: (B, 3, 224, 224); video: ``(frames (B, T, 3, 224, 224), mask (B, T))``;
         audio: (B, 3, 112, 1036) fbank chunks.
         """
-        m = Modality(modality)
-        if m is Modality.TEXT:
-            return self.encode_text(media, max_words=max_words)
-        if m is Modality.IMAGE:
-            return self.encode_image(media)
-        if m is Modality.VIDEO:
-            frames, mask = media
-            return self.encode_video(frames, mask)
-        return self.encode_audio(media)
+        return encode_modality(self, modality, media, max_words=max_words)
 
     # ---------------------------------------------------------------- fingerprint
     def fingerprint(self) -> dict:
