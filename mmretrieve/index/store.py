@@ -29,6 +29,8 @@ __all__ = ["MetadataStore", "SCHEMA_VERSION", "DB_NAME"]
 SCHEMA_VERSION = 1
 DB_NAME = "meta.sqlite"
 _CHUNK = 50_000
+PAGE_SIZE = 65536  # a 4*dim-byte vector row no longer takes a 4 KB page of its own (dim 512: 31 rows/page)
+_MMAP_SIZE = 1 << 40  # read pages through the OS page cache without copying
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +81,7 @@ class MetadataStore:
         location = ":memory:" if db_path is None else db_path
         conn = sqlite3.connect(location, isolation_level=None, check_same_thread=False)
         store = cls(conn, location, readonly=False)
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before WAL: many vector rows per page
         store._configure()
         conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
         with store.transaction(bump=False):
@@ -114,6 +117,8 @@ class MetadataStore:
     def _configure(self) -> None:
         c = self.conn
         c.execute("PRAGMA busy_timeout = 10000")
+        if self.location != ":memory:":
+            c.execute(f"PRAGMA mmap_size = {_MMAP_SIZE}")
         if not self.readonly:
             if self.location != ":memory:":
                 mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -398,6 +403,19 @@ class MetadataStore:
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+    def put_meta(self, key: str, value: str) -> None:
+        """Insert or replace one meta entry (inside transaction())."""
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def max_id(self) -> int:
+        """Largest id ever assigned (an upper bound of the count, read without a scan)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+        return int(row[0]) if row else 0
 
 
 def is_corruption(exc: BaseException) -> bool:

@@ -18,7 +18,9 @@ Storage design (one directory; see layout.py, store.py, vectors.py):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -26,7 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid as uuidlib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import faiss
 import numpy as np
@@ -41,8 +43,15 @@ from .fingerprint import canonical_fingerprint, fingerprint_difference
 from .health import CacheCheck, IndexCheck
 from .records import Hit, Record, as_vectors, hit_from_row, record_row
 from .store import DB_NAME, MetadataStore, is_corruption
+from .tuning import (AUTO, TUNE_K, ExactTopK, Plan, TuningConfig, apply_search_params, candidate_structures,
+                     initial_plan, offset_queries, plan_fields, tune_structure)
 from .vectors import (TRAIN_SAMPLE, IndexTrainingError, make_faiss_index, read_cache, remove_ids,
                       search_index, train_index, validate_factory, write_cache)
+
+_log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total): called while a structure is trained, filled and tuned."""
+_RERANK_ROWS = 64  # queries re-ranked per block (bounds the candidate matrix in memory)
 
 __all__ = ["UnifiedIndex", "IndexReadOnlyError"]
 
@@ -70,6 +79,14 @@ class UnifiedIndex:
                  path: str | None, readonly: bool, lock: WriterLock | None):
         self.dim = dim
         self.factory = factory
+        tuning_text, plan_text = store.get_meta("tuning"), store.get_meta("plan")
+        try:
+            self._tuning = TuningConfig.from_json(tuning_text)
+            # an index written before plans existed keeps its recorded factory (tuned only on request)
+            self._plan = Plan.from_json(plan_text) if plan_text else initial_plan(factory, self._tuning)
+        except (ValueError, TypeError):
+            raise IndexCorruptError(f"{store.location}: meta 'tuning' / 'plan' entries are damaged") from None
+        self._plan_text = plan_text
         self.fingerprint = fingerprint
         self.path = path
         self.readonly = readonly
@@ -84,16 +101,23 @@ class UnifiedIndex:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def create(cls, dim: int, fingerprint: dict, *, factory: str = "Flat",
-               path: str | os.PathLike | None = None) -> "UnifiedIndex":
-        """A new empty index; on disk at `path` (a new or empty directory) or in memory (path=None)."""
+    def create(cls, dim: int, fingerprint: dict, *, factory: str = AUTO,
+               path: str | os.PathLike | None = None, tuning: TuningConfig | None = None) -> "UnifiedIndex":
+        """A new empty index; on disk at `path` (a new or empty directory) or in memory (path=None).
+
+        factory: "auto" (exact Flat while small, then an approximate structure chosen from the count,
+        the dimension and ``tuning.max_memory``, tuned to ``tuning.target_recall``) or any faiss
+        factory string (tuned too unless ``tuning.tune`` is False)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim={dim!r} must be a positive int")
         fingerprint = canonical_fingerprint(fingerprint)
-        validate_factory(dim, factory)
+        if factory != AUTO:
+            validate_factory(dim, factory)
+        tuning = tuning if tuning is not None else TuningConfig()
         token = uuidlib.uuid4().hex
         if path is None:
             store = MetadataStore.create(None, dim=dim, factory=factory, fingerprint=fingerprint, uuid=token)
+            cls._record_tuning(store, factory, tuning)
             return cls(store=store, dim=dim, factory=factory, fingerprint=fingerprint, path=None,
                        readonly=False, lock=None)
         target = os.path.abspath(os.path.expanduser(os.fspath(path)))
@@ -108,6 +132,7 @@ class UnifiedIndex:
         try:
             store = MetadataStore.create(os.path.join(tmp, DB_NAME), dim=dim, factory=factory,
                                          fingerprint=fingerprint, uuid=token)
+            cls._record_tuning(store, factory, tuning)
             store.close()
             write_manifest(tmp, dim=dim, factory=factory, fingerprint=fingerprint)
             fsync_dir(tmp)
@@ -117,6 +142,12 @@ class UnifiedIndex:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return cls.open(target)
+
+    @staticmethod
+    def _record_tuning(store: MetadataStore, factory: str, tuning: TuningConfig) -> None:
+        with store.transaction(bump=False):
+            store.put_meta("tuning", tuning.to_json())
+            store.put_meta("plan", initial_plan(factory, tuning).to_json())
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, readonly: bool = False, load_cache: bool = True) -> "UnifiedIndex":
@@ -169,12 +200,15 @@ class UnifiedIndex:
     def _load_cache(self, cache_path: str, db_uuid: str) -> None:
         if not os.path.exists(cache_path):
             return
-        index, header = read_cache(cache_path, dim=self.dim, factory=self.factory)
+        index, header = read_cache(cache_path, dim=self.dim, factory=None)
         with self._mutex, self._store.snapshot(), _corruption_guard(self._store.location):
             gen = self._store.generation()
+        if header["factory"] != self._plan.structure:
+            return  # built for another plan (a re-choice in progress or interrupted): rebuild on demand
         if header.get("uuid") != db_uuid or not isinstance(header.get("generation"), int) \
                 or header["generation"] > gen:
             return  # a cache of another database or of a newer state: ignore, rebuild on demand
+        apply_search_params(index, self._plan, self._tuning.tune)
         self._faiss, self._faiss_gen = index, header["generation"]
         self._cache_gen = header["generation"]
 
@@ -213,6 +247,7 @@ class UnifiedIndex:
         self._check_writable()
         with self._mutex, _corruption_guard(self._store.location), self._store.transaction():
             yield self
+        self._after_commit()
 
     def add(self, vectors: Any, records: Sequence[Record]) -> list[int]:
         """Store N vectors with their records in one transaction; returns the new int64 ids."""
@@ -223,7 +258,9 @@ class UnifiedIndex:
         if not rows:
             return []
         with self._mutex, _corruption_guard(self._store.location), self._store.transaction():
-            return self._store.insert(rows, arr)
+            new_ids = self._store.insert(rows, arr)
+        self._after_commit()
+        return new_ids
 
     def replace_path(self, path: str | os.PathLike, vectors: Any, records: Sequence[Record]) -> list[int]:
         """Upsert a file: drop every row of `path` and add the new ones, in one transaction."""
@@ -234,7 +271,9 @@ class UnifiedIndex:
         rows = self._rows(records, path)
         with self._mutex, _corruption_guard(self._store.location), self._store.transaction():
             self._store.delete(self._store.ids_for_path(path))
-            return self._store.insert(rows, arr) if rows else []
+            new_ids = self._store.insert(rows, arr) if rows else []
+        self._after_commit()
+        return new_ids
 
     def remove(self, ids: Any) -> int:
         """Remove rows by id; returns how many existed."""
@@ -321,26 +360,88 @@ class UnifiedIndex:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([got[i] for i in ids]).astype(np.float32, copy=False)
 
+    # ------------------------------------------------------------------ structure (plan)
+    @property
+    def tuning(self) -> TuningConfig:
+        """How this index chooses and tunes its faiss structure."""
+        return self._tuning
+
+    @property
+    def plan(self) -> Plan:
+        """The structure search runs on, its tuned parameters and the recall it was tuned to."""
+        with self._read():
+            self._sync_plan()
+            return self._plan
+
+    def structure(self) -> dict:
+        """What search runs on: structure, exact or not, search parameters, tuned recall, note."""
+        plan = self.plan
+        params = {k: v for k, v in (("nprobe", plan.nprobe), ("efSearch", plan.ef_search),
+                                    ("rerank", plan.rerank if not plan.exact else 0)) if v}
+        return {"factory": self.factory, "structure": plan.structure, "exact": plan.exact, "params": params,
+                "recall": plan.recall, "target": plan.target, "fallback": plan.fallback,
+                "chosen_at": plan.count, "next_at": plan.next_at, "note": plan.note,
+                "description": plan.describe()}
+
+    def _sync_plan(self) -> None:
+        """A reader follows a plan the writer switched to (loading its cache when already written)."""
+        if not self.readonly:
+            return
+        text = self._store.get_meta("plan")
+        if text is None or text == self._plan_text:
+            return
+        self._plan, self._plan_text = Plan.from_json(text), text
+        self._faiss, self._faiss_gen = None, -1
+        if self._dir is not None:
+            with contextlib.suppress(IndexCorruptError):
+                self._load_cache(os.path.join(self._dir, CACHE_NAME), self._store.meta().get("uuid", ""))
+
     # ------------------------------------------------------------------ faiss side
-    def _rebuild(self) -> None:
-        """Build the faiss index from every stored vector (training it first if needed)."""
-        gen = self._store.generation()
-        index = make_faiss_index(self.dim, self.factory)
+    def _build(self, store: MetadataStore, plan: Plan, progress: Progress | None = None,
+               truth: ExactTopK | None = None) -> faiss.IndexIDMap2:
+        """The plan's structure filled with every stored vector of ``store`` (trained on a sample
+        first if needed); ``truth`` also sees every vector (exact ground truth in the same pass)."""
+        index = make_faiss_index(self.dim, plan.structure)
+        inner = faiss.downcast_index(index.index)
+        if isinstance(inner, faiss.IndexIVFPQ):
+            inner.do_polysemous_training = False  # slow, and its Hamming filter is never used here
+        total = store.count()
         if not index.is_trained:
-            ids = self._store.all_ids()
+            ids = store.all_ids()
             if len(ids) == 0:
-                self._faiss, self._faiss_gen = index, gen
-                return
-            if len(ids) > TRAIN_SAMPLE:
-                ids = ids[np.linspace(0, len(ids) - 1, TRAIN_SAMPLE).astype(np.int64)]
-            sample = np.concatenate([v for _, v in self._store.iter_vectors(self.dim, ids=ids)])
-            train_index(index, sample, self.factory)
-        for ids, vecs in self._store.iter_vectors(self.dim):
-            index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
-        self._faiss, self._faiss_gen = index, gen
+                return index
+            try:
+                want = max(64 * faiss.extract_index_ivf(index).nlist, 20_000)
+            except RuntimeError:
+                want = TRAIN_SAMPLE
+            want = min(want, TRAIN_SAMPLE)
+            if len(ids) > want:
+                ids = ids[np.linspace(0, len(ids) - 1, want).astype(np.int64)]
+            if progress:
+                progress(f"train {plan.structure}", 0, len(ids))
+            sample = np.concatenate([v for _, v in store.iter_vectors(self.dim, ids=ids)])
+            train_index(index, sample, plan.structure)
+            del sample
+        done = 0
+        for ids, vecs in store.iter_vectors(self.dim):
+            vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+            index.add_with_ids(vecs, ids)
+            if truth is not None:
+                truth.update(ids, vecs)
+            done += len(ids)
+            if progress:
+                progress(f"add {plan.structure}", done, total)
+        apply_search_params(index, plan, self._tuning.tune)
+        return index
+
+    def _rebuild(self) -> None:
+        """Build the faiss index of the current plan from every stored vector (no re-tuning)."""
+        gen = self._store.generation()
+        self._faiss, self._faiss_gen = self._build(self._store, self._plan), gen
 
     def _ensure_faiss(self) -> faiss.IndexIDMap2:
         """Bring the in-memory faiss index to the generation of the current (read) transaction."""
+        self._sync_plan()
         gen = self._store.generation()
         if self._faiss is not None and self._faiss_gen == gen:
             return self._faiss
@@ -363,6 +464,134 @@ class UnifiedIndex:
         with self._read():
             self._rebuild()
             self._cache_gen = -1
+
+    # ------------------------------------------------------------------ choosing and tuning
+    def _choose(self, store: MetadataStore, progress: Progress | None) -> tuple[Plan, faiss.IndexIDMap2]:
+        """Choose (auto) and tune the structure for the content of ``store``; build it."""
+        cfg = self._tuning
+        n = store.count()
+        growth_at = max(int(n * cfg.growth), n + 1)
+        if self.factory == AUTO and n < cfg.flat_below:
+            plan = Plan("Flat", count=n, next_at=max(cfg.flat_below, 1), note="exact while small")
+            return plan, self._build(store, plan, progress)
+        if self.factory != AUTO and (not cfg.tune or self.factory.strip() == "Flat"):
+            plan = dataclasses.replace(initial_plan(self.factory, cfg), count=n, next_at=None)
+            return plan, self._build(store, plan, progress)
+        if self.factory == AUTO:
+            candidates = candidate_structures(n, self.dim, cfg.max_memory)
+        else:
+            candidates = [self.factory]
+        ids = store.all_ids()
+        rng = np.random.default_rng(0)
+        qids = np.sort(rng.choice(ids, size=min(cfg.queries, len(ids)), replace=False))
+        base = store.vectors_by_id(qids.tolist(), self.dim)
+        queries = offset_queries(np.stack([base[int(i)] for i in qids]).astype(np.float32))
+        truth: np.ndarray | None = None
+        failures: list[str] = []
+
+        def lookup(want: list[int]) -> dict[int, np.ndarray]:
+            return store.vectors_by_id(want, self.dim)
+
+        for structure in candidates:
+            trial = Plan(structure, rerank=cfg.rerank, target=cfg.target_recall, count=n)
+            exact = ExactTopK(queries, TUNE_K) if truth is None else None
+            try:
+                index = self._build(store, trial, progress, exact)
+            except IndexTrainingError as exc:
+                failures.append(f"{structure} cannot be trained ({exc})")
+                continue
+            if exact is not None:
+                truth = exact.result()
+            if progress:
+                progress(f"tune {structure}", 0, 1)
+
+            def served(q: np.ndarray, k: int, index: faiss.IndexIDMap2 = index) -> tuple[np.ndarray, np.ndarray]:
+                return self._served(index, q, k, None, trial, lookup)
+
+            name, value, recall = tune_structure(index, queries, truth, cfg.target_recall, served)
+            if value is not None:
+                plan = Plan(structure, rerank=cfg.rerank, recall=round(recall, 4), target=cfg.target_recall,
+                            count=n, next_at=growth_at,
+                            note="chosen by auto" if self.factory == AUTO else "", **plan_fields(name, value))
+                return plan, index
+            failures.append(f"{structure} reached recall@10 {recall:.3f} < target {cfg.target_recall:.2f} "
+                            f"even at its largest {name}")
+            del index
+        if not candidates:
+            failures.append(f"no approximate structure fits max_memory={cfg.max_memory} for {n} vectors of dim {self.dim}")
+        note = "fallback to exact search: " + "; ".join(failures)
+        _log.warning("index %s: %s", self.path or "<in-memory>", note)
+        plan = Plan("Flat", recall=1.0, target=cfg.target_recall, count=n, next_at=growth_at, fallback=True, note=note)
+        return plan, self._build(store, plan, progress)
+
+    def optimize(self, *, progress: Progress | None = None) -> Plan:
+        """Choose (``auto``) and tune the structure for the current content and switch to it.
+
+        The new structure is built from a separate read snapshot while the current one keeps
+        serving; it replaces it (cache file first, then the plan in the database) only once it is
+        complete, so an interruption (Ctrl-C, kill) leaves the previous structure in place."""
+        self._check_writable()
+        if self.path is None:
+            with self._read():
+                gen = self._store.generation()
+                plan, index = self._choose(self._store, progress)
+        else:
+            reader = MetadataStore.connect(os.path.join(self._dir, DB_NAME), readonly=True)
+            try:
+                with _corruption_guard(reader.location), reader.snapshot():
+                    gen = reader.generation()
+                    plan, index = self._choose(reader, progress)
+            finally:
+                reader.close()
+        with self._mutex, _corruption_guard(self._store.location):
+            if self.path is not None:
+                write_cache(os.path.join(self.path, CACHE_NAME), index, generation=gen,
+                            uuid=self._store.meta()["uuid"], dim=self.dim, factory=plan.structure)
+            text = plan.to_json()
+            with self._store.transaction(bump=False):
+                self._store.put_meta("plan", text)
+            self._plan, self._plan_text = plan, text
+            self._faiss, self._faiss_gen = index, gen
+            self._cache_gen = gen if self.path is not None else -1
+        _log.info("index %s: %s", self.path or "<in-memory>", plan.describe())
+        return plan
+
+    def _after_commit(self) -> None:
+        """Re-choose the structure once the index has grown past the plan's next threshold."""
+        next_at = self._plan.next_at
+        if next_at is None or self._store.in_transaction or self._store.max_id() < next_at:
+            return
+        if len(self) >= next_at:
+            self.optimize()
+
+    # ------------------------------------------------------------------ search
+    def _served(self, index: faiss.IndexIDMap2, q: np.ndarray, kk: int, ids: np.ndarray | None, plan: Plan,
+                lookup: Callable[[list[int]], dict[int, np.ndarray]], *,
+                exhaustive: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The served top-kk: faiss candidates, re-scored with exact vectors when the plan re-ranks."""
+        if plan.exact or plan.rerank <= 0:
+            return search_index(index, q, kk, ids, exhaustive=exhaustive)
+        dist, lab = search_index(index, q, kk * plan.rerank, ids, exhaustive=exhaustive)
+        uniq = np.unique(lab[lab >= 0])
+        got = lookup(uniq.tolist())
+        table = np.zeros((len(uniq) + 1, self.dim), dtype=np.float32)  # last row: padding
+        present = np.zeros(len(uniq) + 1, dtype=bool)
+        for n, i in enumerate(uniq.tolist()):
+            if i in got:
+                table[n], present[n] = got[i], True
+        pos = np.where(lab >= 0, np.searchsorted(uniq, lab), len(uniq))
+        out_d = np.full((len(q), kk), -np.inf, dtype=np.float32)
+        out_l = np.full((len(q), kk), -1, dtype=np.int64)
+        for lo in range(0, len(q), _RERANK_ROWS):
+            p = pos[lo:lo + _RERANK_ROWS]
+            scores = np.einsum("qd,qrd->qr", q[lo:lo + _RERANK_ROWS], table[p])
+            scores[~present[p]] = -np.inf
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+            s = np.take_along_axis(scores, order, axis=1)
+            lbl = np.take_along_axis(lab[lo:lo + _RERANK_ROWS], order, axis=1)
+            lbl[~np.isfinite(s)] = -1
+            out_d[lo:lo + len(p), :s.shape[1]], out_l[lo:lo + len(p), :s.shape[1]] = s, lbl
+        return out_d, out_l
 
     def _exact(self, queries: np.ndarray, k: int, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Brute-force top-k over the stored float32 vectors (all, or the given ids), streamed."""
@@ -405,14 +634,19 @@ class UnifiedIndex:
                 return [[] for _ in range(len(q))]
             kk = int(min(k, n_match))
             index = self._ensure_faiss()
+            plan = self._plan
+
+            def lookup(want: list[int]) -> dict[int, np.ndarray]:
+                return self._store.vectors_by_id(want, self.dim)
+
             try:
-                dist, lab = search_index(index, q, kk, ids)
+                dist, lab = self._served(index, q, kk, ids, plan, lookup)
             except RuntimeError:
                 dist, lab = np.zeros((len(q), kk), np.float32), np.full((len(q), kk), -1, np.int64)
             short = np.nonzero((lab < 0).any(axis=1))[0]
             if len(short):  # approximate index missed filtered items: widen, then go exact
                 try:
-                    d2, l2 = search_index(index, q[short], kk, ids, exhaustive=True)
+                    d2, l2 = self._served(index, q[short], kk, ids, plan, lookup, exhaustive=True)
                     dist[short], lab[short] = d2, l2
                 except RuntimeError:
                     pass
@@ -450,9 +684,12 @@ class UnifiedIndex:
         if not os.path.exists(cache_path):
             return CacheCheck("missing", "rebuilt from the database when the index is opened")
         try:
-            index, header = read_cache(cache_path, dim=self.dim, factory=self.factory)
+            index, header = read_cache(cache_path, dim=self.dim, factory=None)
         except IndexCorruptError as e:
             return CacheCheck("corrupt", str(e))
+        if header["factory"] != self._plan.structure:
+            return CacheCheck("stale", f"cache holds {header['factory']!r}, the plan serves {self._plan.structure!r}; "
+                              "rebuilt on open", header.get("generation"), int(index.ntotal))
         gen = header.get("generation")
         if header.get("uuid") != self._store.meta().get("uuid", ""):
             return CacheCheck("foreign", "cache of another database (ignored and rebuilt on open)", gen, int(index.ntotal))
@@ -476,7 +713,7 @@ class UnifiedIndex:
             missing = tuple(sorted(db - set(cached.tolist())))
             status, detail = "ok", ""
         mismatched: list[int] = []
-        if self.factory.strip() == "Flat" and index.ntotal:
+        if self._plan.exact and index.ntotal:
             stored_vecs = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
             wanted = [int(i) for i in cached if int(i) in db and int(i) not in bad]
             pos = {int(i): n for n, i in enumerate(cached.tolist())}
@@ -524,7 +761,7 @@ class UnifiedIndex:
         except IndexTrainingError:
             return None
         write_cache(os.path.join(directory, CACHE_NAME), index, generation=self._faiss_gen, uuid=uuid,
-                    dim=self.dim, factory=self.factory)
+                    dim=self.dim, factory=self._plan.structure)
         return self._faiss_gen
 
     def save(self, path: str | os.PathLike | None = None) -> None:
@@ -618,4 +855,5 @@ class UnifiedIndex:
     def __repr__(self) -> str:
         where = self.path or "<in-memory>"
         mode = "readonly" if self.readonly else "writer"
-        return f"UnifiedIndex({where!r}, dim={self.dim}, factory={self.factory!r}, {mode})"
+        return (f"UnifiedIndex({where!r}, dim={self.dim}, factory={self.factory!r}, "
+                f"structure={self._plan.structure!r}, {mode})")

@@ -3,8 +3,9 @@ on-disk cache file.
 
 The cache is DERIVED from the metadata store and only saves rebuild time. File format:
     b"MMRFAISS\\x01\\n" | header length (8 bytes, little endian) | header JSON | faiss bytes
-The header holds the generation the cache reflects, the database uuid, dim, factory, ntotal,
-payload length and sha256. It is checked (magic, lengths, checksum) BEFORE faiss parses a byte, so
+The header holds the generation the cache reflects, the database uuid, dim, the faiss structure
+("factory": what was built, e.g. the structure an ``auto`` index chose), ntotal, payload length and
+sha256. It is checked (magic, lengths, checksum) BEFORE faiss parses a byte, so
 a truncated or altered file becomes IndexCorruptError instead of reaching faiss's C++ reader.
 """
 from __future__ import annotations
@@ -75,8 +76,9 @@ def write_cache(path: str, index: faiss.IndexIDMap2, *, generation: int, uuid: s
     atomic_write_bytes(path, [MAGIC, struct.pack("<Q", len(header)), header, view])
 
 
-def read_cache(path: str, *, dim: int, factory: str) -> tuple[faiss.IndexIDMap2, dict[str, Any]]:
-    """Load and verify a cache file; IndexCorruptError naming the file for any defect."""
+def read_cache(path: str, *, dim: int, factory: str | None) -> tuple[faiss.IndexIDMap2, dict[str, Any]]:
+    """Load and verify a cache file; IndexCorruptError naming the file for any defect. ``factory``
+    None accepts any structure (the caller compares header["factory"] with the one it serves)."""
     hint = "delete it and reopen the index to rebuild it from meta.sqlite"
     try:
         with open(path, "rb") as f:
@@ -96,7 +98,7 @@ def read_cache(path: str, *, dim: int, factory: str) -> tuple[faiss.IndexIDMap2,
                 raise IndexCorruptError(f"{path}: header is not valid JSON; {hint}") from None
             if not isinstance(header, dict) or not isinstance(header.get("nbytes"), int):
                 raise IndexCorruptError(f"{path}: header lacks nbytes; {hint}")
-            if header.get("dim") != dim or header.get("factory") != factory:
+            if header.get("dim") != dim or (factory is not None and header.get("factory") != factory):
                 raise IndexCorruptError(
                     f"{path}: cache is for dim={header.get('dim')} factory={header.get('factory')!r}, "
                     f"index has dim={dim} factory={factory!r}; {hint}")
@@ -120,6 +122,8 @@ def read_cache(path: str, *, dim: int, factory: str) -> tuple[faiss.IndexIDMap2,
                 raise IndexCorruptError(f"{path}: faiss cannot parse the cache ({str(exc)[:200]}); {hint}") from None
     except OSError as exc:
         raise IndexCorruptError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(header.get("factory"), str):
+        raise IndexCorruptError(f"{path}: header lacks the factory string; {hint}")
     if not isinstance(index, faiss.IndexIDMap2) or index.d != dim or index.ntotal != header.get("ntotal"):
         raise IndexCorruptError(f"{path}: cache content does not match its header; {hint}")
     return index, header

@@ -30,7 +30,8 @@ def test_round_trip_identical_search(filled, tmp_path):
     files = set(os.listdir(tmp_path / "idx"))
     assert {"manifest.json", "meta.sqlite", "vectors.faiss", "writer.lock"} <= files
     with UnifiedIndex.open(str(tmp_path / "idx"), readonly=True) as again:
-        assert again.dim == DIM and again.fingerprint == FP and again.factory == "Flat"
+        assert again.dim == DIM and again.fingerprint == FP and again.factory == "auto"
+        assert again.plan.structure == "Flat" and again.plan.exact  # auto: exact while small
         assert len(again) == 197 and again.stats()["total"] == 197
         assert _results(again, q) == expected
         assert _results(again, q, modality="video", where={"colour": ["red", "blue"]}) == expected_f
