@@ -251,6 +251,22 @@ class MetadataStore:
                 out[id_] = self._decode(blob, dim, id_)
         return out
 
+    def vectors_matrix(self, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted ids found, their vectors as one (n, dim) float32 matrix) for the given ids."""
+        rows = self.conn.execute(
+            "SELECT id, vector FROM vectors WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (json.dumps([int(i) for i in ids]),)).fetchall()
+        try:
+            joined = b"".join(r[1] for r in rows)
+        except TypeError:
+            joined = b""
+        if len(joined) != 4 * dim * len(rows):
+            bad = next(r[0] for r in rows if not isinstance(r[1], bytes) or len(r[1]) != 4 * dim)
+            raise IndexCorruptError(f"{self.location}: vector of id {bad} has the wrong size")
+        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(joined, dtype="<f4").reshape(len(rows), dim)
+        return found, matrix
+
     def iter_vectors(self, dim: int, *, since_gen: int | None = None,
                      ids: np.ndarray | None = None, chunk: int = _CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks of live rows: all, those written after since_gen, or the given ids."""

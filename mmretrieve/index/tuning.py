@@ -33,7 +33,7 @@ class TuningConfig:
     """How an index chooses and tunes its structure (stored with the index).
 
     target_recall: recall@10 against exact search the tuned structure must reach.
-    max_memory: bytes the faiss structure may take in memory (None: a quarter of the raw vectors).
+    max_memory: bytes the faiss structure may take in memory (None: 30 % of the raw vectors).
     tune: tune nprobe / efSearch (a user-given factory string too); False keeps faiss's defaults.
     rerank: re-score this many candidates per requested hit with the exact stored vectors (0: off).
     flat_below: ``auto`` stays exact (Flat) while the index holds fewer entries than this.
@@ -156,9 +156,9 @@ def _nlist(n: int) -> int:
     return int(min(65536, max(16, 2 ** round(math.log2(max(math.sqrt(n), 1))))))
 
 
-def _pq_m(d: int) -> int:
-    """Sub-quantizers for 4-bit fast-scan PQ: about d/4, dividing d, even."""
-    for m in range(max(d // 4, 2), 1, -1):
+def _pq_m(d: int, dims_per_code: int) -> int:
+    """Sub-quantizers for 4-bit fast-scan PQ: about d/dims_per_code, dividing d, even (0: none)."""
+    for m in range(max(d // dims_per_code, 2), 1, -1):
         if d % m == 0 and m % 2 == 0:
             return m
     return 0
@@ -189,15 +189,17 @@ def estimate_memory(structure: str, n: int, d: int) -> int:
 
 def candidate_structures(n: int, d: int, max_memory: int | None) -> list[str]:
     """Approximate structures worth trying for n vectors of dimension d within max_memory bytes, in
-    the order they are tried (fastest to search first). None budget: a quarter of the raw vectors."""
-    budget = max_memory if max_memory is not None else max(n * d, 1 << 20)
+    the order they are tried: fastest first, then ever larger codes (more accurate, more memory).
+    None budget: 30 % of the raw float32 vectors (every compressed structure, no HNSW)."""
+    budget = max_memory if max_memory is not None else max(int(1.2 * n * d), 1 << 20)
     nlist = _nlist(n)
     out = []
     if n <= 2_000_000:
         out.append("HNSW32,Flat")
-    m = _pq_m(d)
-    if m:
-        out.append(f"IVF{nlist},PQ{m}x4fs")
+    for per in (4, 2):
+        m = _pq_m(d, per)
+        if m and f"IVF{nlist},PQ{m}x4fs" not in out:
+            out.append(f"IVF{nlist},PQ{m}x4fs")
     out.append(f"IVF{nlist},SQ8")
     return [s for s in out if estimate_memory(s, n, d) <= budget]
 
@@ -268,16 +270,23 @@ Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 def tune_structure(index: faiss.IndexIDMap2, queries: np.ndarray, truth: np.ndarray, target: float,
                    search: Searcher) -> tuple[str | None, int | None, float]:
-    """Smallest nprobe (IVF) or efSearch (HNSW) whose served recall@10 reaches ``target``.
+    """Smallest nprobe (IVF) or efSearch (HNSW) whose served recall@10 reaches ``target`` on the first
+    half of the queries, raised until the second (held-out) half reaches it too.
 
     ``search(queries, k)`` runs the full served search (candidates + exact re-rank) on ``index`` as
-    currently parameterised. Returns (parameter name, value, recall); the value is None when even the
-    largest setting misses the target (recall is then the best reached)."""
+    currently parameterised. Returns (parameter name, value, recall: the lower of the two halves);
+    the value is None when even the largest setting misses the target (recall: the best reached)."""
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         ivf = None
     inner = faiss.downcast_index(index.index)
+    half = max(len(queries) // 2, 1)
+    tune_q, tune_t, check_q, check_t = queries[:half], truth[:half], queries[half:], truth[half:]
+
+    def measure(q: np.ndarray, t: np.ndarray) -> float:
+        return recall_at(search(q, TUNE_K)[1], t) if len(q) else 1.0
+
     if ivf is not None:
         name, top = "nprobe", int(ivf.nlist)
 
@@ -289,35 +298,41 @@ def tune_structure(index: faiss.IndexIDMap2, queries: np.ndarray, truth: np.ndar
         def set_value(v: int) -> None:
             inner.hnsw.efSearch = v
     else:
-        _, found = search(queries, TUNE_K)
-        return None, None, recall_at(found, truth)
+        return None, None, min(measure(tune_q, tune_t), measure(check_q, check_t))
     values = []
     v = 1 if name == "nprobe" else 16
     while v < top:
         values.append(v)
         v *= 2
     values.append(top)
-    best = 0.0
-    lo = 0
+    best, lo, found = 0.0, 0, None
     for v in values:
         set_value(v)
-        r = recall_at(search(queries, TUNE_K)[1], truth)
+        r = measure(tune_q, tune_t)
         best = max(best, r)
         if r >= target:
-            # refine between the previous (failing) value and this one
-            hi, hi_r = v, r
+            hi, hi_r = v, r  # refine between the previous (failing) value and this one
             while hi - lo > max(1, hi // 8):
                 mid = (lo + hi) // 2
                 set_value(mid)
-                mr = recall_at(search(queries, TUNE_K)[1], truth)
+                mr = measure(tune_q, tune_t)
                 if mr >= target:
                     hi, hi_r = mid, mr
                 else:
                     lo = mid
-            set_value(hi)
-            return name, hi, hi_r
+            found = hi
+            break
         lo = v
-    return name, None, best
+    if found is None:
+        return name, None, best
+    while True:  # the held-out half must reach the target too
+        set_value(found)
+        r_tune, r_check = measure(tune_q, tune_t), measure(check_q, check_t)
+        if min(r_tune, r_check) >= target:
+            return name, found, min(r_tune, r_check)
+        if found >= top:
+            return name, None, min(r_tune, r_check)
+        found = min(top, max(found + 1, int(math.ceil(found * 1.5))))
 
 
 def plan_fields(name: str | None, value: int | None) -> dict[str, Any]:

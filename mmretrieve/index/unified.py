@@ -45,12 +45,13 @@ from .records import Hit, Record, as_vectors, hit_from_row, record_row
 from .store import DB_NAME, MetadataStore, is_corruption
 from .tuning import (AUTO, TUNE_K, ExactTopK, Plan, TuningConfig, apply_search_params, candidate_structures,
                      initial_plan, offset_queries, plan_fields, tune_structure)
-from .vectors import (TRAIN_SAMPLE, IndexTrainingError, make_faiss_index, read_cache, remove_ids,
+from .vectors import (TRAIN_SAMPLE, IdFilter, IndexTrainingError, make_faiss_index, read_cache, remove_ids,
                       search_index, train_index, validate_factory, write_cache)
 
 _log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): called while a structure is trained, filled and tuned."""
+_FILTER_MEMO = 32  # filters remembered per generation (each a bitmap of max_id bits)
 _RERANK_ROWS = 64  # queries re-ranked per block (bounds the candidate matrix in memory)
 
 __all__ = ["UnifiedIndex", "IndexReadOnlyError"]
@@ -87,6 +88,7 @@ class UnifiedIndex:
         except (ValueError, TypeError):
             raise IndexCorruptError(f"{store.location}: meta 'tuning' / 'plan' entries are damaged") from None
         self._plan_text = plan_text
+        self._memo_gen, self._memo = -1, {}  # per-generation count and filter id sets
         self.fingerprint = fingerprint
         self.path = path
         self.readonly = readonly
@@ -483,14 +485,14 @@ class UnifiedIndex:
             candidates = [self.factory]
         ids = store.all_ids()
         rng = np.random.default_rng(0)
-        qids = np.sort(rng.choice(ids, size=min(cfg.queries, len(ids)), replace=False))
+        qids = rng.choice(ids, size=min(2 * cfg.queries, len(ids)), replace=False)  # tune + held-out halves
         base = store.vectors_by_id(qids.tolist(), self.dim)
         queries = offset_queries(np.stack([base[int(i)] for i in qids]).astype(np.float32))
         truth: np.ndarray | None = None
         failures: list[str] = []
 
-        def lookup(want: list[int]) -> dict[int, np.ndarray]:
-            return store.vectors_by_id(want, self.dim)
+        def lookup(want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return store.vectors_matrix(want, self.dim)
 
         for structure in candidates:
             trial = Plan(structure, rerank=cfg.rerank, target=cfg.target_recall, count=n)
@@ -565,27 +567,44 @@ class UnifiedIndex:
             self.optimize()
 
     # ------------------------------------------------------------------ search
-    def _served(self, index: faiss.IndexIDMap2, q: np.ndarray, kk: int, ids: np.ndarray | None, plan: Plan,
-                lookup: Callable[[list[int]], dict[int, np.ndarray]], *,
+    def _matching(self, sql_filter: tuple[str, list] | None) -> tuple[int, IdFilter | None]:
+        """(entries in the index, the ids matching the filter or None for all), cached per
+        generation: a repeated filter costs a dictionary lookup, not a scan of the metadata."""
+        gen = self._store.generation()
+        if self._memo_gen != gen:
+            self._memo_gen, self._memo = gen, {}
+        if "count" not in self._memo:
+            self._memo["count"] = self._store.count()
+        total = self._memo["count"]
+        if sql_filter is None:
+            return total, None
+        key = (sql_filter[0], tuple(sql_filter[1]))
+        if key not in self._memo:
+            if len(self._memo) > _FILTER_MEMO:
+                self._memo = {"count": total}
+            ids = self._store.filtered_ids(sql_filter)
+            self._memo[key] = None if len(ids) == total else IdFilter(ids)
+        return total, self._memo[key]
+
+    def _served(self, index: faiss.IndexIDMap2, q: np.ndarray, kk: int, ids: IdFilter | None, plan: Plan,
+                lookup: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
                 exhaustive: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The served top-kk: faiss candidates, re-scored with exact vectors when the plan re-ranks."""
         if plan.exact or plan.rerank <= 0:
             return search_index(index, q, kk, ids, exhaustive=exhaustive)
         dist, lab = search_index(index, q, kk * plan.rerank, ids, exhaustive=exhaustive)
-        uniq = np.unique(lab[lab >= 0])
-        got = lookup(uniq.tolist())
-        table = np.zeros((len(uniq) + 1, self.dim), dtype=np.float32)  # last row: padding
-        present = np.zeros(len(uniq) + 1, dtype=bool)
-        for n, i in enumerate(uniq.tolist()):
-            if i in got:
-                table[n], present[n] = got[i], True
-        pos = np.where(lab >= 0, np.searchsorted(uniq, lab), len(uniq))
+        found, matrix = lookup(np.unique(lab[lab >= 0]))
+        table = np.concatenate([matrix, np.zeros((1, self.dim), np.float32)])  # last row: padding
+        pos = np.searchsorted(found, lab)
+        present = (lab >= 0) & (pos < len(found))
+        present[present] = found[pos[present]] == lab[present]
+        pos = np.where(present, pos, len(found))
         out_d = np.full((len(q), kk), -np.inf, dtype=np.float32)
         out_l = np.full((len(q), kk), -1, dtype=np.int64)
         for lo in range(0, len(q), _RERANK_ROWS):
             p = pos[lo:lo + _RERANK_ROWS]
             scores = np.einsum("qd,qrd->qr", q[lo:lo + _RERANK_ROWS], table[p])
-            scores[~present[p]] = -np.inf
+            scores[~present[lo:lo + _RERANK_ROWS]] = -np.inf
             order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
             s = np.take_along_axis(scores, order, axis=1)
             lbl = np.take_along_axis(lab[lo:lo + _RERANK_ROWS], order, axis=1)
@@ -622,13 +641,7 @@ class UnifiedIndex:
         q = as_vectors(queries, self.dim, None, "queries")
         sql_filter = build_filter(modality, where)
         with self._read():
-            total = self._store.count()
-            if sql_filter is not None:
-                ids: np.ndarray | None = self._store.filtered_ids(sql_filter)
-                if len(ids) == total:
-                    ids = None
-            else:
-                ids = None
+            total, ids = self._matching(sql_filter)
             n_match = total if ids is None else len(ids)
             if n_match == 0 or len(q) == 0:
                 return [[] for _ in range(len(q))]
@@ -636,8 +649,8 @@ class UnifiedIndex:
             index = self._ensure_faiss()
             plan = self._plan
 
-            def lookup(want: list[int]) -> dict[int, np.ndarray]:
-                return self._store.vectors_by_id(want, self.dim)
+            def lookup(want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                return self._store.vectors_matrix(want, self.dim)
 
             try:
                 dist, lab = self._served(index, q, kk, ids, plan, lookup)
@@ -652,7 +665,7 @@ class UnifiedIndex:
                     pass
                 short = np.nonzero((lab < 0).any(axis=1))[0]
                 if len(short):
-                    d3, l3 = self._exact(q[short], kk, ids)
+                    d3, l3 = self._exact(q[short], kk, None if ids is None else ids.ids)
                     dist[short], lab[short] = d3, l3
             rows = self._store.hit_rows(np.unique(lab[lab >= 0]).tolist())
         return [[hit_from_row(rows[int(i)], float(s)) for s, i in zip(dist[r], lab[r]) if int(i) in rows]

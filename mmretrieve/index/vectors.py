@@ -23,7 +23,7 @@ from ..errors import IndexCorruptError, MMRError
 from .layout import atomic_write_bytes
 
 __all__ = ["IndexTrainingError", "make_faiss_index", "validate_factory", "train_index",
-           "write_cache", "read_cache", "search_index", "remove_ids"]
+           "write_cache", "read_cache", "search_index", "remove_ids", "IdFilter"]
 
 MAGIC = b"MMRFAISS\x01\n"
 _MAX_HEADER = 1 << 16
@@ -143,13 +143,30 @@ def _search_params(index: faiss.IndexIDMap2, selector: Any, exhaustive: bool) ->
     return faiss.SearchParameters(sel=selector)
 
 
-def search_index(index: faiss.IndexIDMap2, queries: np.ndarray, k: int, ids: np.ndarray | None = None,
+class IdFilter:
+    """A set of ids as a faiss selector (a bitmap over id values; built once, reused per query)."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = np.ascontiguousarray(ids, dtype=np.int64)
+        top = int(self.ids.max()) + 1 if len(self.ids) else 1
+        member = np.zeros(top, dtype=bool)
+        member[self.ids] = True
+        self._bits = np.packbits(member, bitorder="little")  # kept alive: the selector points into it
+        self.selector = faiss.IDSelectorBitmap(len(self._bits), faiss.swig_ptr(self._bits))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def search_index(index: faiss.IndexIDMap2, queries: np.ndarray, k: int, ids: "np.ndarray | IdFilter | None" = None,
                  *, exhaustive: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k inner products; ids restricts the search to those ids (IDSelectorBatch)."""
+    """Top-k inner products; ids (an array or a prebuilt IdFilter) restricts the search to those ids."""
     if ids is None and not exhaustive:
         return index.search(queries, k)
     if ids is None:
         selector = faiss.IDSelectorAll()
+    elif isinstance(ids, IdFilter):
+        selector = ids.selector
     else:
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
     params = _search_params(index, selector, exhaustive)

@@ -181,7 +181,8 @@ def test_on_disk_bytes_per_vector_stay_near_the_raw_vector(tmp_path):
 
 def test_candidates_respect_the_memory_budget():
     n, d = 1_000_000, 512
-    assert candidate_structures(n, d, None) == ["IVF1024,PQ128x4fs"]  # default: a quarter of the raw vectors
+    # default budget (30 % of the raw vectors): compressed codes, smallest first
+    assert candidate_structures(n, d, None) == ["IVF1024,PQ128x4fs", "IVF1024,PQ256x4fs", "IVF1024,SQ8"]
     assert candidate_structures(n, d, parse_memory("8G"))[0] == "HNSW32,Flat"
     assert candidate_structures(n, d, parse_memory("10M")) == []
     assert parse_memory("1.5G") == int(1.5 * (1 << 30)) and parse_memory("512M") == 512 << 20

@@ -1,0 +1,261 @@
+"""Index structures at scale, side by side: Flat, auto, and each structure auto can choose.
+
+    python benchmarks/bench_scale.py [--n 1000000] [--dim 512] [--queries 200]
+                                     [--structures Flat,auto,IVF1024,PQ128x4fs,...] [--max-memory 8G]
+                                     [--threads 2] [--work DIR] [--keep] [--json FILE]
+
+Data: --n clustered unit vectors (mmretrieve.testing.vectors), 4 modalities in turn and a metadata
+key "shard" (10 values). Queries: --queries base vectors moved like text queries (the modality gap,
+index.tuning.offset_queries) with exact top-10 ground truth computed by brute force. Each structure
+is measured in fresh processes (so RSS is its own): one builds the index through UnifiedIndex (one
+batch, so one choice / tuning at the end), one reopens it read-only and searches.
+
+Columns: build (add + choose/train/tune, s), disk bytes per vector (whole directory) and its ratio to
+the raw float32 vector, reopen + first search (s), RSS after the searches (MB), recall@10 vs exact,
+q/s at batch 1 and 64, filtered-search latency (ms at batch 1, modality="image" = 1/4 of the
+items, where={"shard": 3} = 1/10), and UnifiedIndex.search time over raw faiss search on the same
+structure and parameters (batch 1). Before starting, the memory available is printed and a run
+whose estimated peak exceeds --memory-limit is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+FP = {"benchmark": "bench_scale", "vectors": "clustered-unit"}
+CHUNK = 50_000
+MODS = ("image", "video", "audio", "text")
+
+
+def _records(lo: int, n: int):
+    from mmretrieve.index import Record
+
+    return [Record(path=f"/bench/{i}.bin", modality=MODS[i % 4], content_hash=f"h{i}", size=i,
+                   metadata={"shard": i % 10}) for i in range(lo, lo + n)]
+
+
+def _mem_available_mb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+
+
+def _data_kwargs(args) -> dict:
+    return {"clusters": args.clusters, "spread": 0.8, "seed": 0}
+
+
+# ------------------------------------------------------------------------------------ workers
+def build(args) -> dict:
+    import faiss
+
+    from mmretrieve.index import UnifiedIndex
+    from mmretrieve.index.tuning import AUTO, TuningConfig, parse_memory
+    from mmretrieve.testing.vectors import iter_clustered_unit_vectors
+
+    faiss.omp_set_num_threads(args.threads)
+    path = os.path.join(args.work, args.structure.replace(",", "_"))
+    shutil.rmtree(path, ignore_errors=True)
+    cfg = TuningConfig(max_memory=parse_memory(args.max_memory), flat_below=args.flat_below)
+    t0 = time.perf_counter()
+    ix = UnifiedIndex.create(args.dim, FP, factory=args.structure if args.structure != "auto" else AUTO,
+                             path=path, tuning=cfg)
+    lo = 0
+    with ix.batch():
+        for vecs in iter_clustered_unit_vectors(args.n, args.dim, chunk=CHUNK, **_data_kwargs(args)):
+            ix.add(vecs, _records(lo, len(vecs)))
+            lo += len(vecs)
+    t_add = time.perf_counter() - t0  # includes the choice + tuning run when the batch commits
+    ix.close()
+    return {"build_s": t_add, "bytes_per_vector": _dir_bytes(path) / args.n,
+            "build_peak_rss_mb": _peak_mb(), "path": path}
+
+
+def _peak_mb() -> float:
+    from mmretrieve.testing import peak_rss_mb
+
+    return peak_rss_mb()
+
+
+def search(args) -> dict:
+    import faiss
+
+    from mmretrieve.index import UnifiedIndex
+    from mmretrieve.index.tuning import Plan, apply_search_params, recall_at
+    from mmretrieve.index.vectors import read_cache
+
+    faiss.omp_set_num_threads(args.threads)
+    path = os.path.join(args.work, args.structure.replace(",", "_"))
+    q = np.load(os.path.join(args.work, "queries.npy"))
+    truth = np.load(os.path.join(args.work, "truth.npy"))
+    t0 = time.perf_counter()
+    ix = UnifiedIndex.open(path, readonly=True)
+    ix.search(q[:1], k=10)
+    reopen = time.perf_counter() - t0
+    info = ix.structure()
+    found = np.array([[h.id - 1 for h in hits] + [-1] * (10 - len(hits)) for hits in ix.search(q, k=10)])
+    recall = recall_at(found, truth)
+    n1 = min(len(q), args.batch1)
+    t0 = time.perf_counter()
+    for i in range(n1):
+        ix.search(q[i:i + 1], k=10)
+    t_ours = (time.perf_counter() - t0) / n1
+    reps = max(1, args.batch1 // 64)
+    t0 = time.perf_counter()
+    for r in range(reps):
+        ix.search(q[(r * 64) % len(q):][:64], k=10)
+    qps64 = 64 * reps / (time.perf_counter() - t0)
+    nf = min(len(q), max(5, args.batch1 // 2))
+    t0 = time.perf_counter()
+    for i in range(nf):
+        hits = ix.search(q[i:i + 1], k=10, modality="image")[0]
+        assert len(hits) == 10 and all(h.modality.value == "image" for h in hits)
+    t_mod = (time.perf_counter() - t0) / nf
+    t0 = time.perf_counter()
+    for i in range(nf):
+        hits = ix.search(q[i:i + 1], k=10, where={"shard": 3})[0]
+        assert len(hits) == 10 and all(h.metadata["shard"] == 3 for h in hits)
+    t_where = (time.perf_counter() - t0) / nf
+    rss = _rss_mb()
+    ix.close()
+    raw, _ = read_cache(os.path.join(path, "vectors.faiss"), dim=args.dim, factory=None)
+    plan = Plan(structure=info["structure"], nprobe=info["params"].get("nprobe"),
+                ef_search=info["params"].get("efSearch"))
+    apply_search_params(raw, plan, True)
+    raw.search(q[:1], 10)
+    t0 = time.perf_counter()
+    for i in range(n1):
+        raw.search(q[i:i + 1], 10)
+    t_raw = (time.perf_counter() - t0) / n1
+    return {"reopen_first_s": reopen, "rss_mb": rss, "recall": recall, "qps1": 1 / t_ours, "qps64": qps64,
+            "filter_modality_ms": 1000 * t_mod, "filter_where_ms": 1000 * t_where,
+            "overhead": t_ours / t_raw, "structure": info["description"]}
+
+
+# ------------------------------------------------------------------------------------ driver
+def _ground_truth(args) -> None:
+    from mmretrieve.index.tuning import offset_queries
+    from mmretrieve.testing.vectors import iter_clustered_unit_vectors
+
+    rng = np.random.default_rng(123)
+    pick = np.sort(rng.choice(args.n, args.queries, replace=False))
+    base_q = np.zeros((args.queries, args.dim), np.float32)
+    best_d = np.full((args.queries, 0), -np.inf, np.float32)
+    best_i = np.zeros((args.queries, 0), np.int64)
+    lo = 0
+    chunks = []
+    for vecs in iter_clustered_unit_vectors(args.n, args.dim, chunk=CHUNK, **_data_kwargs(args)):
+        inside = (pick >= lo) & (pick < lo + len(vecs))
+        base_q[inside] = vecs[pick[inside] - lo]
+        chunks.append((lo, vecs))
+        lo += len(vecs)
+    q = offset_queries(base_q, seed=99)
+    for lo, vecs in chunks:
+        s = q @ vecs.T
+        d = np.concatenate([best_d, s], axis=1)
+        i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, lo + len(vecs)), s.shape)], axis=1)
+        part = np.argpartition(-d, 9, axis=1)[:, :10]
+        best_d, best_i = np.take_along_axis(d, part, axis=1), np.take_along_axis(i, part, axis=1)
+    order = np.argsort(-best_d, axis=1)
+    np.save(os.path.join(args.work, "queries.npy"), q)
+    np.save(os.path.join(args.work, "truth.npy"), np.take_along_axis(best_i, order, axis=1))
+
+
+def _run_worker(args, mode: str, structure: str) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--structure", structure,
+           "--n", str(args.n), "--dim", str(args.dim), "--work", args.work, "--threads", str(args.threads),
+           "--batch1", str(args.batch1), "--clusters", str(args.clusters), "--flat-below", str(args.flat_below)]
+    if args.max_memory:
+        cmd += ["--max-memory", args.max_memory]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} {structure} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--clusters", type=int, default=1000)
+    p.add_argument("--structures", default="Flat;auto;IVF1024,PQ128x4fs;IVF1024,SQ8",
+                   help="';'-separated: Flat, auto, or faiss factory strings (tuned)")
+    p.add_argument("--max-memory", default=None, help="memory budget for auto (e.g. 8G)")
+    p.add_argument("--flat-below", type=int, default=50_000)
+    p.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
+    p.add_argument("--batch1", type=int, default=100, help="queries timed one at a time")
+    p.add_argument("--memory-limit", type=float, default=10.0, help="GB; refuse a run estimated above this")
+    p.add_argument("--work", default=None)
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--json", default=None)
+    p.add_argument("--worker", choices=("build", "search"), help=argparse.SUPPRESS)
+    p.add_argument("--structure", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps((build if args.worker == "build" else search)(args)))
+        return
+    raw_gb = args.n * args.dim * 4 / 1e9
+    estimate = 2.6 * raw_gb + 1.0  # Flat: faiss copy + SQLite pages mapped + ground-truth pass
+    avail = _mem_available_mb() / 1024
+    print(f"memory available {avail:.1f} GB; estimated peak per process {estimate:.1f} GB; raw vectors {raw_gb:.2f} GB")
+    if estimate > args.memory_limit or estimate > 0.8 * avail:
+        sys.exit(f"refusing: estimated {estimate:.1f} GB exceeds --memory-limit {args.memory_limit} GB "
+                 f"or 80% of the {avail:.1f} GB available; use a smaller --n")
+    made = args.work is None
+    args.work = args.work or tempfile.mkdtemp(prefix="bench_scale_")
+    os.makedirs(args.work, exist_ok=True)
+    t0 = time.perf_counter()
+    _ground_truth(args)
+    print(f"n={args.n} dim={args.dim} queries={args.queries} (ground truth {time.perf_counter() - t0:.1f} s), "
+          f"faiss threads {args.threads}", flush=True)
+    rows = []
+    head = (f"| structure | build s | bytes/vector (x raw) | reopen+1st s | RSS MB | recall@10 | q/s b1 | "
+            f"q/s b64 | modality ms | where ms | search/raw faiss |")
+    print(head + "\n|" + "---|" * 11, flush=True)
+    for structure in args.structures.split(";"):
+        try:
+            b = _run_worker(args, "build", structure)
+            s = _run_worker(args, "search", structure)
+        except RuntimeError as exc:
+            print(f"| {structure} | failed: {str(exc).splitlines()[-1][:120]} |", flush=True)
+            continue
+        row = {"name": structure, **b, **s}
+        rows.append(row)
+        raw = 4 * args.dim
+        print(f"| {structure} → {row['structure']} | {row['build_s']:.0f} | {row['bytes_per_vector']:.0f} "
+              f"({row['bytes_per_vector'] / raw:.2f}) | {row['reopen_first_s']:.2f} | {row['rss_mb']:.0f} | "
+              f"{row['recall']:.3f} | {row['qps1']:.1f} | {row['qps64']:.1f} | {row['filter_modality_ms']:.1f} | "
+              f"{row['filter_where_ms']:.1f} | {row['overhead']:.2f} |", flush=True)
+        if not args.keep:
+            shutil.rmtree(b["path"], ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    if made and not args.keep:
+        shutil.rmtree(args.work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
