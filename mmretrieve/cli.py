@@ -16,6 +16,7 @@ _COMMANDS = (
     "search",
     "info",
     "remove",
+    "optimize",
     "verify",
     "synth",
     "train",

@@ -12,7 +12,7 @@ from .duplicates import DEFAULT_DUPLICATE_THRESHOLD, DuplicateGroup, dedup_searc
 from .embedding import (Embedded, Preparer, Sampling, Source, autocast, embed_sources, encode_texts, encode_windows,
                         file_hash, pool_windows, to_numpy)
 from .errors import EncoderMismatchError, IndexCorruptError, MediaError
-from .index import Hit, IndexBackend, UnifiedIndex
+from .index import Hit, IndexBackend, TuningConfig, UnifiedIndex
 from .indexing import AddReport, commit_files, write_files
 from .media.video import VideoSampling
 from .modality import Modality, modality_of_path, parse_modality
@@ -74,7 +74,8 @@ class Retriever:
         preset: str = "clip-vit-b32",
         *,
         path: str | os.PathLike | None = None,
-        factory: str = "Flat",
+        factory: str = "auto",
+        tuning: TuningConfig | None = None,
         device: str | None = None,
         pretrained: str | Mapping[str, str] | None = None,
         weights: str | None = None,
@@ -92,7 +93,8 @@ class Retriever:
         then overrides its frame sampling and window, ``audio_window`` its audio window in seconds
         (None = whole recording as one entry). The sampling is recorded in the index.
         ``weights`` is read from the current directory when relative, and recorded as an absolute path.
-        ``make_index(dim, fingerprint)`` builds another index backend (an ``IndexBackend``, e.g. a
+        ``factory`` ("auto" or a faiss factory string) and ``tuning`` (recall target, memory budget)
+        choose the local index's structure. ``make_index(dim, fingerprint)`` builds another index backend (an ``IndexBackend``, e.g. a
         Milvus collection) instead of a local one.
         """
         from .models import create_encoder
@@ -109,7 +111,8 @@ class Retriever:
         if make_index is not None:
             index = make_index(encoder.dim, fingerprint)
         else:
-            index = UnifiedIndex.create(encoder.dim, fingerprint, factory=factory, path=None if path is None else os.fspath(path))
+            index = UnifiedIndex.create(encoder.dim, fingerprint, factory=factory, tuning=tuning,
+                                        path=None if path is None else os.fspath(path))
         return cls(encoder, index, sampling=chosen, batch_size=batch_size, num_workers=num_workers, weights_path=weights)
 
     @classmethod
@@ -383,6 +386,7 @@ class Retriever:
             "encoder_id": self.encoder.fingerprint_id(),
             "dim": self.index.dim,
             "factory": self.index.factory,
+            "structure": self.index.structure(),
             "counts": self.index.stats(),
             "files": len(self.index.paths()),
             "video_head": video_head_of(fp["encoder"]),

@@ -63,9 +63,11 @@ def test_index_search_info_end_to_end(cli_index, capsys):
     info = json.loads(out)
     assert info["counts"]["image"] == 4 and info["counts"]["video"] == 5 and info["counts"]["audio"] == 5
     assert info["preset"] == TINY and info["audio_trained"] is False
+    assert info["factory"] == "auto" and info["structure"]["structure"] == "Flat" and info["structure"]["exact"]
 
     code, out, _ = run(capsys, "info", index)
     assert "UNTRAINED" in out and "tiny-random" in out
+    assert "search:       Flat" in out and "exact while small" in out
 
     code, out, _ = run(capsys, "remove", index, files["video"][2])
     assert code == 0 and "removed 3 entries" in out

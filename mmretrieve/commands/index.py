@@ -7,6 +7,7 @@ import sys
 import time
 
 from ._common import SAMPLING_FLAGS, add_device, add_pretrained, add_sampling_options, parse_where, sampling_changes
+from .optimize import add_structure_options, tuning_from_args
 
 
 def register(sub) -> None:
@@ -16,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--preset", default="clip-vit-b32", help="encoder preset for a new index (default: %(default)s)")
     add_pretrained(p)
     add_device(p)
-    p.add_argument("--factory", default="Flat", help="faiss factory string for a new index (default: %(default)s)")
+    add_structure_options(p)
     new = p.add_argument_group("a new index's embedding (recorded in the index; defaults from the preset)")
     new.add_argument("--video-head", choices=("mean", "transformer"), help="temporal head over frame vectors")
     add_sampling_options(new)
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             args.preset,
             path=args.index,
             factory=args.factory,
+            tuning=tuning_from_args(args),
             device=args.device,
             pretrained=args.pretrained,
             video_head=args.video_head,

@@ -89,6 +89,11 @@ class IndexBackend(Protocol):
     def iter_vectors(self, chunk: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) chunks covering every stored entry once."""
 
+    def structure(self) -> dict:
+        """What search runs on: {"structure": str, "exact": bool, "params": dict, "recall": float or
+        None (recall@10 it was tuned to), "note": str, ...}; an approximate structure always names
+        the recall it reaches."""
+
     def search(self, queries: Any, k: int = 10, *, modality: Any = None,
                where: Mapping | None = None) -> list[list[Hit]]:
         """Top-k by inner product per query row, filtered by modality and user metadata."""

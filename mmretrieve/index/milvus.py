@@ -483,6 +483,14 @@ class MilvusIndex:
             return np.zeros((0, self.dim), np.float32)
         return np.asarray([got[i]["vector"] for i in ids], dtype=np.float32)
 
+    def structure(self) -> dict:
+        """The Milvus vector index searched (FLAT is exact; Milvus tunes nothing here)."""
+        exact = self.factory.upper() == "FLAT"
+        note = "" if exact else "approximate Milvus index: recall not measured by mmretrieve"
+        return {"factory": self.factory, "structure": self.factory, "exact": exact, "params": {},
+                "recall": 1.0 if exact else None, "target": None, "fallback": False, "note": note,
+                "description": f"Milvus {self.factory}" + (f", {note}" if note else "")}
+
     def search(self, queries: Any, k: int = 10, *, modality: Any = None,
                where: Mapping | None = None) -> list[list[Hit]]:
         """Top-k by inner product per query row, filtered by modality and user metadata in Milvus."""

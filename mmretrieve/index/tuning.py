@@ -26,6 +26,7 @@ __all__ = ["AUTO", "TuningConfig", "Plan", "parse_memory", "candidate_structures
 AUTO = "auto"
 TUNE_K = 10  # recall@10 is what the target means
 _GAP_SEED = 20_261_129
+_FIRST_TUNING = 1000  # a given factory string is first tuned at this many entries
 
 
 @dataclass(frozen=True)
@@ -146,9 +147,15 @@ def initial_plan(factory: str, config: TuningConfig) -> Plan:
     """The plan of a new, empty index."""
     if factory == AUTO:
         return Plan("Flat", count=0, next_at=max(config.flat_below, 1), note="exact while small")
-    note = "" if config.tune else "not tuned (tune=False): faiss default search parameters"
-    return Plan(factory, rerank=0 if factory.strip() == "Flat" else config.rerank, count=0,
-                next_at=(1000 if config.tune and factory.strip() != "Flat" else None), note=note,
+    flat = factory.strip() == "Flat"
+    if flat:
+        note = ""
+    elif config.tune:
+        note = f"not tuned yet (at {_FIRST_TUNING} entries): searches every list / a wide beam"
+    else:
+        note = "not tuned (tune=False): faiss default search parameters"
+    return Plan(factory, rerank=0 if flat else config.rerank, count=0,
+                next_at=(_FIRST_TUNING if config.tune and not flat else None), note=note,
                 target=config.target_recall if config.tune else None)
 
 

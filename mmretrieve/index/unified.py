@@ -526,13 +526,24 @@ class UnifiedIndex:
         plan = Plan("Flat", recall=1.0, target=cfg.target_recall, count=n, next_at=growth_at, fallback=True, note=note)
         return plan, self._build(store, plan, progress)
 
-    def optimize(self, *, progress: Progress | None = None) -> Plan:
+    def optimize(self, *, progress: Progress | None = None, tuning: TuningConfig | None = None) -> Plan:
         """Choose (``auto``) and tune the structure for the current content and switch to it.
 
         The new structure is built from a separate read snapshot while the current one keeps
         serving; it replaces it (cache file first, then the plan in the database) only once it is
-        complete, so an interruption (Ctrl-C, kill) leaves the previous structure in place."""
+        complete, so an interruption (Ctrl-C, kill) leaves the previous structure in place.
+        ``tuning`` replaces the stored tuning settings (target recall, memory budget) from now on."""
         self._check_writable()
+        previous = self._tuning
+        if tuning is not None:
+            self._tuning = tuning
+        try:
+            return self._optimize(progress)
+        except BaseException:
+            self._tuning = previous
+            raise
+
+    def _optimize(self, progress: Progress | None) -> Plan:
         if self.path is None:
             with self._read():
                 gen = self._store.generation()
@@ -552,6 +563,7 @@ class UnifiedIndex:
             text = plan.to_json()
             with self._store.transaction(bump=False):
                 self._store.put_meta("plan", text)
+                self._store.put_meta("tuning", self._tuning.to_json())
             self._plan, self._plan_text = plan, text
             self._faiss, self._faiss_gen = index, gen
             self._cache_gen = gen if self.path is not None else -1

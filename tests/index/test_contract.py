@@ -13,7 +13,7 @@ import pytest
 from index_helpers import unit_vectors
 
 from mmretrieve.errors import EncoderMismatchError, IndexReadOnlyError
-from mmretrieve.index import IndexBackend, MilvusIndex, Record, UnifiedIndex
+from mmretrieve.index import IndexBackend, MilvusIndex, Record, TuningConfig, UnifiedIndex
 from mmretrieve.index.fingerprint import canonical_fingerprint
 from mmretrieve.modality import Modality
 from mmretrieve.verify import verify_index
@@ -27,12 +27,12 @@ _HAS_MILVUS = importlib.util.find_spec("pymilvus") is not None and importlib.uti
 class Local:
     """A UnifiedIndex in a tmp directory, with the given faiss factory."""
 
-    def __init__(self, tmp_path, factory: str):
-        self.path, self.factory = str(tmp_path / "idx"), factory
+    def __init__(self, tmp_path, factory: str, tuning: TuningConfig | None = None):
+        self.path, self.factory, self.tuning = str(tmp_path / "idx"), factory, tuning
         self.exact = factory == "Flat"  # an IVF structure may rank a near neighbour below a farther one
 
     def create(self) -> UnifiedIndex:
-        return UnifiedIndex.create(DIM, FP, factory=self.factory, path=self.path)
+        return UnifiedIndex.create(DIM, FP, factory=self.factory, path=self.path, tuning=self.tuning)
 
     def reopen(self, readonly: bool = False) -> UnifiedIndex:
         return UnifiedIndex.open(self.path, readonly=readonly)
@@ -53,11 +53,13 @@ class Milvus:
 
 
 @pytest.fixture(params=[
-    "local-flat", "local-ivf",
+    "local-flat", "local-ivf", "local-auto",
     pytest.param("milvus", marks=pytest.mark.skipif(not _HAS_MILVUS, reason="needs pymilvus and milvus-lite")),
 ])
 def backend(request, tmp_path):
     maker = {"local-flat": lambda: Local(tmp_path, "Flat"), "local-ivf": lambda: Local(tmp_path, "IVF2,Flat"),
+             # auto past its exact phase: a tuned, re-ranked approximate structure once _filled() commits
+             "local-auto": lambda: Local(tmp_path, "auto", TuningConfig(flat_below=60, queries=20)),
              "milvus": lambda: Milvus(tmp_path)}[request.param]()
     opened: list = []
 
@@ -125,6 +127,18 @@ def test_properties_describe_the_index(backend):
     assert ix.dim == DIM and ix.fingerprint == canonical_fingerprint(FP) and ix.factory
     assert ix.path and len(ix) == 0 and ix.paths() == []
     assert ix.stats() == {"total": 0, "text": 0, "image": 0, "video": 0, "audio": 0}
+
+
+def test_structure_names_what_search_runs_on(backend):
+    ix, vecs, _, ids = _filled(backend)
+    info = ix.structure()
+    assert isinstance(info["structure"], str) and info["structure"]
+    assert isinstance(info["exact"], bool) and isinstance(info["params"], dict)
+    assert isinstance(info["note"], str) and isinstance(info["description"], str)
+    # an approximate structure states the recall it was tuned to, or says why it has none
+    assert info["exact"] or (info["recall"] is not None and info["recall"] >= info["target"]) or info["note"]
+    if info["exact"]:
+        assert [h[0].id for h in ix.search(vecs[:20], k=1)] == ids[:20]
 
 
 # ------------------------------------------------------------------------------------ writes
