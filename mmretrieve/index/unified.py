@@ -576,7 +576,12 @@ class UnifiedIndex:
         if next_at is None or self._store.in_transaction or self._store.max_id() < next_at:
             return
         if len(self) >= next_at:
-            self.optimize()
+            try:
+                self.optimize()
+            except (MMRError, OSError, MemoryError, RuntimeError, sqlite3.Error) as exc:
+                # the commit itself succeeded; the current structure keeps serving
+                _log.warning("index %s: re-choosing the structure failed (%s); the current one keeps serving, "
+                             "retried on the next commit or by `mmretrieve optimize`", self.path or "<in-memory>", exc)
 
     # ------------------------------------------------------------------ search
     def _matching(self, sql_filter: tuple[str, list] | None) -> tuple[int, IdFilter | None]:

@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from ..errors import IndexCorruptError, MMRError
-from .layout import atomic_write_bytes
+from .layout import fsync_dir
 
 __all__ = ["IndexTrainingError", "make_faiss_index", "validate_factory", "train_index",
            "write_cache", "read_cache", "search_index", "remove_ids", "IdFilter"]
@@ -28,7 +28,8 @@ __all__ = ["IndexTrainingError", "make_faiss_index", "validate_factory", "train_
 MAGIC = b"MMRFAISS\x01\n"
 _MAX_HEADER = 1 << 16
 TRAIN_SAMPLE = 262_144
-_BLOCK = 1 << 22  # bytes per read when hashing and parsing a cache file
+_BLOCK = 1 << 22  # bytes per read / write when hashing, parsing and writing a cache file
+_HEADER_SLOT = 4096  # header bytes reserved in a written cache (JSON padded with spaces)
 
 
 class IndexTrainingError(MMRError, ValueError):
@@ -67,13 +68,44 @@ def train_index(index: faiss.IndexIDMap2, vectors: np.ndarray, factory: str) -> 
 
 def write_cache(path: str, index: faiss.IndexIDMap2, *, generation: int, uuid: str, dim: int,
                 factory: str) -> None:
-    payload = faiss.serialize_index(index)
-    view = memoryview(payload).cast("B")
-    header = json.dumps({
-        "format": 1, "generation": int(generation), "uuid": uuid, "dim": int(dim), "factory": factory,
-        "ntotal": int(index.ntotal), "nbytes": len(view), "sha256": hashlib.sha256(view).hexdigest(),
-    }, sort_keys=True).encode("utf-8")
-    atomic_write_bytes(path, [MAGIC, struct.pack("<Q", len(header)), header, view])
+    """Write the cache atomically, streaming faiss's bytes to disk (hashed on the way) instead of
+    serialising the whole index in memory first: the header is a fixed-size slot, JSON padded with
+    spaces, filled in once the payload's length and sha256 are known."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC)
+            f.write(struct.pack("<Q", _HEADER_SLOT))
+            f.write(b" " * _HEADER_SLOT)
+            digest = hashlib.sha256()
+            nbytes = 0
+
+            def sink(chunk: bytes) -> int:
+                nonlocal nbytes
+                digest.update(chunk)
+                nbytes += len(chunk)
+                return f.write(chunk)
+
+            faiss.write_index(index, faiss.PyCallbackIOWriter(sink, _BLOCK))
+            header = json.dumps({
+                "format": 1, "generation": int(generation), "uuid": uuid, "dim": int(dim), "factory": factory,
+                "ntotal": int(index.ntotal), "nbytes": nbytes, "sha256": digest.hexdigest(),
+            }, sort_keys=True).encode("utf-8")
+            if len(header) > _HEADER_SLOT:
+                raise ValueError(f"cache header of {len(header)} bytes does not fit its {_HEADER_SLOT}-byte slot")
+            f.seek(len(MAGIC) + 8)
+            f.write(header.ljust(_HEADER_SLOT, b" "))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
 
 
 def read_cache(path: str, *, dim: int, factory: str | None) -> tuple[faiss.IndexIDMap2, dict[str, Any]]:
