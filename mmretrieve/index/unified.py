@@ -514,7 +514,8 @@ class UnifiedIndex:
             if value is not None:
                 plan = Plan(structure, rerank=cfg.rerank, recall=round(recall, 4), target=cfg.target_recall,
                             count=n, next_at=growth_at,
-                            note="chosen by auto" if self.factory == AUTO else "", **plan_fields(name, value))
+                            note="; ".join((["chosen by auto"] if self.factory == AUTO else []) + failures),
+                            **plan_fields(name, value))
                 return plan, index
             failures.append(f"{structure} reached recall@10 {recall:.3f} < target {cfg.target_recall:.2f} "
                             f"even at its largest {name}")
