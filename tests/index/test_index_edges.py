@@ -44,7 +44,7 @@ def test_open_names_a_folder_that_is_not_an_index_and_a_damaged_meta_table(tmp_p
 
 def test_a_closed_index_refuses_use_and_empty_inputs_are_no_ops(tmp_path):
     ix = UnifiedIndex.create(DIM, FP, path=str(tmp_path / "ix"))
-    assert repr(ix) == f"UnifiedIndex({str(tmp_path / 'ix')!r}, dim={DIM}, factory='Flat', writer)"
+    assert repr(ix) == f"UnifiedIndex({str(tmp_path / 'ix')!r}, dim={DIM}, factory='auto', structure='Flat', writer)"
     assert ix.remove([]) == 0 and ix.add(np.zeros((0, DIM), np.float32), []) == []
     ids = ix.add(unit_vectors(5), make_records(5))
     assert ix.vectors([]).shape == (0, DIM)
@@ -57,7 +57,7 @@ def test_a_closed_index_refuses_use_and_empty_inputs_are_no_ops(tmp_path):
     ix.close()  # twice is fine
     with pytest.raises(ValueError, match="is closed"):
         len(ix)
-    assert repr(UnifiedIndex.create(DIM, FP)) == f"UnifiedIndex('<in-memory>', dim={DIM}, factory='Flat', writer)"
+    assert repr(UnifiedIndex.create(DIM, FP)) == f"UnifiedIndex('<in-memory>', dim={DIM}, factory='auto', structure='Flat', writer)"
 
 
 @pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW8", "IVF4,PQ4"])
