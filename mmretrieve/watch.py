@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class WatchConfig:
     """``quiet``: seconds without events that close a batch; ``max_delay``: a batch is applied at the latest
-    this long after its first event, even while events keep coming; ``prune``: remove vanished files."""
+    this long after its first event, even while events keep coming; ``prune``: remove vanished files;
+    ``allow_untrained``: index media of a modality whose tower is untrained (skipped and reported otherwise)."""
 
     quiet: float = 1.0
     max_delay: float = 10.0
     prune: bool = False
     metadata: Mapping[str, Any] | None = None
+    allow_untrained: bool = False
 
     def __post_init__(self) -> None:
         if not (self.quiet > 0 and self.max_delay >= self.quiet):
@@ -57,7 +59,8 @@ def sync_folders(retriever: Any, roots: Sequence[str], config: WatchConfig = Wat
     """A full pass: index new and changed media under ``roots``; with ``prune``, drop indexed files under
     them that no longer exist. Saves the index."""
     roots = [os.path.realpath(r) for r in roots]
-    report = retriever.add(list(roots), metadata=config.metadata, progress=False)
+    report = retriever.add(list(roots), metadata=config.metadata, progress=False,
+                           allow_untrained=config.allow_untrained)
     removed: list[str] = []
     if config.prune:
         for path in retriever.index.paths():
@@ -80,7 +83,8 @@ def apply_changes(retriever: Any, paths: Iterable[str], roots: Sequence[str], co
             present.append(p)
         elif not os.path.lexists(p):
             gone.append(p)
-    report = retriever.add(present, metadata=config.metadata, progress=False) if present else AddReport()
+    report = retriever.add(present, metadata=config.metadata, progress=False,
+                           allow_untrained=config.allow_untrained) if present else AddReport()
     removed: list[str] = []
     if config.prune and gone:
         indexed = [p for p in retriever.index.paths() if p is not None and _under(p, roots)]

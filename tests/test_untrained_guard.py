@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -84,3 +85,22 @@ def test_cli_reports_the_skip_and_honours_allow_untrained(pretrained_preset, tmp
                          env=env)
     assert run.returncode == 0, run.stderr
     assert "added 2 file(s)" in run.stdout
+
+
+def test_folder_sync_honours_allow_untrained(pretrained_preset, tmp_path):
+    """`index --watch --allow-untrained` keeps indexing the untrained modality on every pass and batch."""
+    pytest.importorskip("watchdog")
+    from mmretrieve.watch import WatchConfig, apply_changes, sync_folders
+
+    preset, media, files = pretrained_preset
+    folder = tmp_path / "watched"
+    shutil.copytree(media, folder)
+    with _retriever(preset) as r:
+        refused = sync_folders(r, [str(folder)], WatchConfig())
+        assert [os.path.basename(p) for p, _ in refused.added.failed] == ["b.wav"]
+        allowed = sync_folders(r, [str(folder)], WatchConfig(allow_untrained=True))
+        assert [os.path.basename(p) for p in allowed.added.added] == ["b.wav"] and allowed.added.failed == ()
+        new = write_audio(folder / "c.wav", np.zeros(16000, np.float32), 16000)
+        batch = apply_changes(r, [os.path.realpath(new)], [str(folder)], WatchConfig(allow_untrained=True))
+        assert [os.path.basename(p) for p in batch.added.added] == ["c.wav"]
+        assert r.index.stats()["audio"] == 2

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         r.save()
         print(report)
         if args.prune:
-            print(f"pruned {len(prune_missing(r, args.inputs))} vanished file(s)")
+            print(f"pruned {len(prune_missing(r, args.inputs, allow_untrained=args.allow_untrained))} vanished file(s)")
         counts = r.index.stats()
         print("index " + args.index + ": " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         if args.watch:
@@ -79,19 +79,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prune_missing(r, inputs) -> list[str]:
+def prune_missing(r, inputs, *, allow_untrained: bool = False) -> list[str]:
     """Remove indexed files under ``inputs`` that no longer exist; saves. Returns their paths."""
     from ..watch import WatchConfig, sync_folders
 
     folders = [p for p in inputs if os.path.isdir(p)]
-    return list(sync_folders(r, folders, WatchConfig(prune=True)).removed) if folders else []
+    return list(sync_folders(r, folders, WatchConfig(prune=True, allow_untrained=allow_untrained)).removed) if folders else []
 
 
 def watch_folders(r, args: argparse.Namespace) -> None:
     from ..watch import FolderWatcher, WatchConfig
 
     config = WatchConfig(quiet=args.quiet_period, max_delay=max(10.0, args.quiet_period), prune=args.prune,
-                         metadata=parse_where(args.metadata))
+                         metadata=parse_where(args.metadata), allow_untrained=args.allow_untrained)
 
     def show(report) -> None:
         a = report.added
