@@ -145,7 +145,7 @@ class Retriever:
         num_workers: int | None = None,
     ) -> "Retriever":
         """A retriever over an opened index, with the encoder its fingerprint names (closes it on failure)."""
-        from .models import create_encoder
+        from .models import create_encoder, preset_from_dict
 
         try:
             fp = index.fingerprint
@@ -154,6 +154,8 @@ class Retriever:
             try:  # a record of the wrong shape is damage, not a programming error
                 enc_fp = fp["encoder"]
                 preset, head = enc_fp["preset"], video_head_of(enc_fp)
+                if fp.get("preset_definition") is not None:  # a preset file's definition, kept by the index
+                    preset = preset_from_dict(fp["preset_definition"], f"{index.path}: the recorded preset")
                 sampling = Sampling.from_record(fp)
             except (KeyError, TypeError, AttributeError, ValueError) as e:
                 raise IndexCorruptError(f"{index.path}: the index's encoder record is malformed "
@@ -512,13 +514,18 @@ def video_head_of(encoder_fingerprint: Mapping[str, Any]) -> str | None:
 
 
 def index_fingerprint(encoder, sampling: Sampling, weights_path: str | None = None) -> dict:
-    """What an index records about how its vectors were made: the encoder, the sampling, the weights file."""
+    """What an index records about how its vectors were made: the encoder, the sampling, the weights file,
+    and the preset's whole definition when it came from a file (so the index reopens without that file)."""
+    from .models import preset_record
+
+    definition = preset_record(encoder.preset)
     return {
         "format": _INDEX_FORMAT,
         "encoder": encoder.fingerprint(),
         "encoder_id": encoder.fingerprint_id(),
         **sampling.record(),
         "weights_path": weights_path,
+        **({"preset_definition": definition} if definition is not None else {}),
     }
 
 

@@ -1,6 +1,7 @@
 """End-to-end behaviour of the Retriever on a tiny random model and generated media."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -127,6 +128,25 @@ def test_save_load_round_trip(indexed, tmp_path):
     assert [[(h.id, h.path, h.start) for h in hs] for hs in before] == [[(h.id, h.path, h.start) for h in hs] for hs in after]
     for hs_a, hs_b in zip(before, after):
         np.testing.assert_allclose([h.score for h in hs_a], [h.score for h in hs_b], atol=1e-5)
+
+
+def test_index_from_a_preset_file_reopens_without_the_file(media_folder, tmp_path):
+    root, files = media_folder
+    data = json.loads((pathlib.Path(mmr.__file__).parent / "presets" / "tiny-random.json").read_text())
+    preset = tmp_path / "mine.json"
+    preset.write_text(json.dumps({**data, "name": "mine", "seed": 11}))
+    path = str(tmp_path / "mine.mmr")
+    with mmr.Retriever.create(str(preset), path=path, num_workers=0) as r:
+        r.add(files["image"], progress=False)
+        r.save()
+        before = r.search("a dog", k=3)
+    preset.unlink()
+    with mmr.Retriever.load(path) as loaded:
+        assert loaded.encoder.preset.name == "mine" and loaded.encoder.preset.seed == 11
+        after = loaded.search("a dog", k=3)
+    assert [(h.path, round(h.score, 5)) for h in before] == [(h.path, round(h.score, 5)) for h in after]
+    with mmr.Retriever.create(TINY, num_workers=0) as shipped:  # a shipped preset's name is its record
+        assert "preset_definition" not in shipped.index.fingerprint
 
 
 def test_remove_and_upsert_keep_the_rest(media_factory, tmp_path):

@@ -5,7 +5,8 @@ from .clap import ClapEncoder
 from .languagebind import LanguageBindEncoder
 from .encoder import FINGERPRINT_FORMAT, MultiModalEncoder, UntrainedAudioWarning, create_encoder
 from .preprocess import AudioFrontend, ImagePreprocessor, pad_frames
-from .presets import AudioSpec, ClipSpec, Preset, VideoSpec, get_preset, list_presets, open_clip_preset
+from .presets import (AudioSpec, ClipSpec, Preset, VideoSpec, get_preset, list_presets, open_clip_preset,
+                      preset_from_dict, preset_record)
 from .temporal import HEADS, MeanHead, TransformerHead, make_head
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "VideoSpec",
     "create_encoder",
     "get_preset",
+    "preset_from_dict",
+    "preset_record",
     "open_clip_preset",
     "list_presets",
     "make_head",

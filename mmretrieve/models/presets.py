@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from typing import Any, Mapping
 
@@ -266,3 +266,16 @@ def get_preset(name_or_path: str) -> Preset:
     if preset.name != text:
         raise ValueError(f"preset {text!r}: its JSON says name {preset.name!r}; file name and name must agree")
     return preset
+
+
+def preset_record(preset: Preset) -> dict[str, Any] | None:
+    """The preset's whole definition (JSON-able, for :func:`preset_from_dict`) when its name alone would
+    not rebuild it: a preset JSON file given by path, or one whose name shadows a shipped preset. None for
+    shipped and ``open_clip:`` presets, which their name rebuilds."""
+    try:
+        if get_preset(preset.name) == preset:
+            return None
+    except ValueError:
+        pass
+    return thaw(asdict(preset))
+

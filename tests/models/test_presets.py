@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmretrieve.models import Preset, get_preset, list_presets
+from mmretrieve.models import Preset, get_preset, list_presets, preset_from_dict, preset_record
 
 ROOT = Path(__file__).resolve().parents[2]
 CARDS = ROOT / "encoders"
@@ -135,3 +135,18 @@ def test_open_clip_preset_builds_its_architecture_and_refuses_missing_weights(mo
     random = replace(p, clip=replace(p.clip, pretrained=None))
     enc = create_encoder(random, device="cpu")
     assert enc.dim == 512 and enc.clip.visual.image_size[0] == 224
+
+
+def test_preset_record_is_kept_only_when_the_name_cannot_rebuild_it(tmp_path):
+    assert all(preset_record(get_preset(n)) is None for n in list_presets())
+    assert preset_record(get_preset("open_clip:ViT-B-32/openai")) is None
+    data = json.loads((ROOT / "mmretrieve" / "presets" / "tiny-random.json").read_text())
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({**data, "name": "own", "seed": 3}))
+    shadow = tmp_path / "shadow.json"  # a file that reuses a shipped name with other contents
+    shadow.write_text(json.dumps({**data, "seed": 5}))
+    for path in (own, shadow):
+        preset = get_preset(str(path))
+        record = preset_record(preset)
+        assert record is not None and json.loads(json.dumps(record)) == record
+        assert preset_from_dict(record) == preset
