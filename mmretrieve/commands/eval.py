@@ -1,7 +1,10 @@
 """mmretrieve eval (--checkpoint DIR | --preset NAME) --protocol P --data DIR [--json FILE]
 
 Standard protocols: coco-5k, msrvtt-1k-a, msrvtt-full-test, clotho-eval, synthetic (see
-mmretrieve.evaluation.evaluate). ``--split`` accepts the dataset's split name instead (1k-A, full-test,
+mmretrieve.evaluation.evaluate). Composed retrieval: cirr (``--split val``: Recall@K and Recall_subset@K;
+``--split test1``: the two test-server files, written to ``--submission DIR``) and fashioniq (R@10/R@50
+per category and averaged), with ``--method arithmetic --weight W`` or ``--method inversion
+[--inversion NET] [--template T]`` (see mmretrieve.evaluation.composed). ``--split`` accepts the dataset's split name instead (1k-A, full-test,
 karpathy-test, evaluation). The report
 names its conventions (ties, median rank, item->text rule, mAP@10); ``--ties`` and ``--median`` pick
 others (mmretrieve.evaluation.metrics). A checkpoint trained with ``data.max_words`` is evaluated
@@ -26,13 +29,29 @@ def register(sub) -> None:
     from ..evaluation.evaluate import PROTOCOLS
     from ..evaluation.metrics import MEDIANS, TIES
 
+    from ..evaluation.composed import COMPOSED_PROTOCOLS
+    from ..query import COMPOSED_METHODS, DEFAULT_COMPOSED_TEXT_WEIGHT
+
     p = sub.add_parser("eval", help="evaluate an encoder or a training checkpoint with the standard retrieval protocols")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="DIR", help="a training checkpoint folder (runs/x/best, runs/x/last, ...)")
     src.add_argument("--preset", help="evaluate a preset as is (zero-shot)")
     p.add_argument("--weights", metavar="FILE", help="trained encoder weights (.safetensors) for --preset")
-    p.add_argument("--protocol", choices=PROTOCOLS, help="evaluation protocol")
-    p.add_argument("--split", help="or a split name: 1k-A / full-test (MSR-VTT), karpathy-test (COCO), evaluation (Clotho)")
+    p.add_argument("--protocol", choices=PROTOCOLS + COMPOSED_PROTOCOLS, help="evaluation protocol")
+    p.add_argument("--split", help="or a split name: 1k-A / full-test (MSR-VTT), karpathy-test (COCO), evaluation (Clotho); "
+                                   "for cirr / fashioniq the dataset split (cirr: val (default), test1, train; "
+                                   "fashioniq: val (default))")
+    comp = p.add_argument_group("composed protocols (cirr, fashioniq)")
+    comp.add_argument("--method", choices=COMPOSED_METHODS, default="arithmetic",
+                      help="how reference and text compose (default: arithmetic)")
+    comp.add_argument("--weight", type=float, default=DEFAULT_COMPOSED_TEXT_WEIGHT,
+                      help="arithmetic: the text's weight w in (1-w)*ref + w*text (default: %(default)s)")
+    comp.add_argument("--inversion", metavar="NET", help="inversion: a network (.safetensors, or Pic2Word's .pt; "
+                                                         "default: the one shipped for the preset)")
+    comp.add_argument("--template", help="inversion: the prompt template (default: the network's)")
+    comp.add_argument("--categories", help="fashioniq: comma-separated categories (default: dress,shirt,toptee)")
+    comp.add_argument("--submission", metavar="DIR", help="cirr test1: folder for the two test-server files")
+    comp.add_argument("--submission-name", default="mmretrieve", help="cirr test1: NAME in recall_submission_NAME.json")
     p.add_argument("--data", metavar="DIR", help="dataset folder (for synthetic: where the corpus is or will be generated)")
     add_sampling_options(p.add_argument_group("sampling (default: the checkpoint's / preset's)"),
                          frames_flags=("--num-frames", "--frames"))
@@ -71,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import conventions_for, conventions_text, results_table, run_protocol, write_results
     from ..models import create_encoder
 
+    from ..evaluation.composed import COMPOSED_PROTOCOLS
+
     protocol = args.protocol
+    if protocol not in COMPOSED_PROTOCOLS and args.method != "arithmetic":
+        raise ValueError(f"--method {args.method}: for the composed protocols ({', '.join(COMPOSED_PROTOCOLS)}) only")
     if protocol is None:
         if args.split is None:
             raise ValueError("--protocol or --split is required")
@@ -101,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         encoder = create_encoder(args.preset, device=args.device, pretrained=args.pretrained, weights=args.weights)
         sampling = Sampling.from_preset(encoder.preset)
         label = args.preset
+    if protocol in COMPOSED_PROTOCOLS:
+        return _run_composed(args, protocol, encoder, label)
     sampling = sampling.override(**sampling_changes(args))
     results = run_protocol(protocol, encoder, args.data, sampling=sampling, batch_size=args.batch_size,
                            skip_missing=args.skip_missing, ties=args.ties, median=args.median, max_words=max_words)
@@ -112,5 +137,49 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_results(results, args.json, {"protocol": protocol, "encoder": label, "encoder_id": encoder.fingerprint_id(),
                                            "conventions": conventions, "max_words": max_words})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _run_composed(args: argparse.Namespace, protocol: str, encoder, label: str) -> int:
+    from ..evaluation.composed import run_composed_protocol, write_cirr_submission
+    from ..evaluation.evaluate import write_results
+    from ..models.inversion import load_inversion, shipped_inversion
+
+    if args.data is None:
+        raise ValueError(f"--data: the {protocol} folder is required (see datasets/{protocol}.md)")
+    inversion = None
+    if args.method == "inversion":
+        inversion = shipped_inversion(encoder.preset.name) if args.inversion is None else load_inversion(args.inversion)
+    elif args.inversion or args.template:
+        raise ValueError("--inversion / --template: for --method inversion only")
+    if protocol == "cirr" and args.split == "test1" and not args.submission:
+        raise ValueError("--split test1: CIRR's test labels are hidden; pass --submission DIR for the test-server files")
+    cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    res = run_composed_protocol(protocol, encoder, args.data, split=args.split, categories=cats, method=args.method,
+                                weight=args.weight, inversion=inversion, template=args.template,
+                                skip_missing=args.skip_missing)
+    how = f"arithmetic, w={args.weight}" if args.method == "arithmetic" else f"inversion ({inversion.source})"
+    print(f"{protocol}: {label} ({how})")
+    if "submission" in res:
+        paths = write_cirr_submission(res["submission"], args.submission, args.submission_name)
+        n = len(res["submission"]["recall"]) - 2  # minus "version" and "metric"
+        print(f"test1: {n} queries; labels are hidden, submit to the CIRR test server:")
+        for path in paths:
+            print(f"  wrote {path}")
+    else:
+        table = res.get("cirr") or res["fashioniq"]
+        cols = list(next(iter(table.values())))
+        width = max(len(k) for k in table)
+        print(f"{'':<{width}}  " + "  ".join(f"{c:>8}" for c in cols))
+        for name, metrics in table.items():
+            print(f"{name:<{width}}  " + "  ".join(f"{metrics[c]:8.1f}" for c in cols))
+    for item, why in res.get("skipped", []):
+        print(f"  skipped {item}: {why}")
+    if args.json:
+        extra = {"protocol": protocol, "encoder": label, "encoder_id": encoder.fingerprint_id(), "method": args.method,
+                 "weight": args.weight if args.method == "arithmetic" else None,
+                 "inversion": inversion.source if inversion is not None else None}
+        write_results({k: v for k, v in res.items() if k != "submission"}, args.json, extra)
         print(f"wrote {args.json}")
     return 0

@@ -1,4 +1,4 @@
-"""mmretrieve train --recipe NAME|FILE [--data DIR] [--out DIR] [--set SECTION.KEY=VALUE ...]
+"""mmretrieve train --recipe NAME|FILE [--data DIR | --index INDEX] [--out DIR] [--set SECTION.KEY=VALUE ...]
 
 Runs (or resumes) a training run; under ``torchrun --nproc-per-node N -m mmretrieve train ...`` every
 process joins the group and the features are gathered across ranks.
@@ -13,6 +13,10 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="fine-tune the towers contrastively from a recipe (YAML)")
     p.add_argument("--recipe", "-r", required=True, help="a shipped recipe name (see --list) or a YAML file")
     p.add_argument("--data", metavar="DIR", help="dataset folder / manifest file (overrides data.root)")
+    p.add_argument("--index", metavar="INDEX",
+                   help="inversion recipes: train from the image/clip vectors a saved index stores, nothing re-encoded "
+                        "(sets data.kind=index, data.root=INDEX, inversion.input=normalized, and the index's preset "
+                        "and weights unless --preset / --set model.weights say otherwise)")
     p.add_argument("--out", metavar="DIR", help="run folder: checkpoints, log.csv, best/, last/ (overrides run.out)")
     p.add_argument("--preset", help="encoder preset (overrides model.preset)")
     p.add_argument("--pretrained", metavar="PATH_OR_TAG", help="local CLIP weights (overrides model.pretrained)")
@@ -35,6 +39,21 @@ def _overrides(args: argparse.Namespace) -> dict:
             out[key] = getattr(args, flag)
     if args.no_progress:
         out["run.progress"] = False
+    if args.index:
+        if args.data:
+            raise ValueError("--data and --index: give one source of training data")
+        from ..train.index_data import index_encoder_record
+
+        rec = index_encoder_record(args.index)
+        out.update({"data.kind": "index", "data.root": args.index, "inversion.input": "normalized"})
+        if not args.preset:
+            out["model.preset"] = rec["preset"]
+            if rec["weights_path"] is not None:
+                from ..retriever import recorded_weights
+
+                out["model.weights"] = recorded_weights(rec["weights_path"])
+            if rec["video_head"] is not None:
+                out["model.video_head"] = rec["video_head"]
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:

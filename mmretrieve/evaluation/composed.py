@@ -11,6 +11,8 @@ Recall@K of the one target.
 """
 from __future__ import annotations
 
+import json
+import os
 import random
 from dataclasses import dataclass
 from itertools import product
@@ -37,6 +39,9 @@ __all__ = [
     "embed_image_files",
     "compose_vectors",
     "evaluate_composed_split",
+    "COMPOSED_PROTOCOLS",
+    "run_composed_protocol",
+    "write_cirr_submission",
 ]
 
 #: Attributes a synthetic composed query changes, per modality.
@@ -281,3 +286,59 @@ def evaluate_composed_split(encoder, split, *, kind: str, method: str = "arithme
 def fashioniq_average(per_category: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """Mean of R@10 and R@50 over the categories (the papers' "average" column)."""
     return {k: float(np.mean([m[k] for m in per_category.values()])) for k in ("R@10", "R@50")}
+
+
+#: Composed-retrieval benchmarks ``mmretrieve eval --protocol`` runs.
+COMPOSED_PROTOCOLS = ("cirr", "fashioniq")
+
+
+def run_composed_protocol(protocol: str, encoder, root: str | os.PathLike, *, split: str | None = None,
+                          categories: Sequence[str] | None = None, method: str = "arithmetic", weight: float = 0.5,
+                          inversion=None, template: str | None = None, skip_missing: bool = False) -> dict:
+    """Read a CIRR or FashionIQ split under ``root`` and evaluate composed queries on it.
+
+    cirr: ``{"cirr": {split: metrics}}`` on val/train (Recall@1/5/10/50, Recall_subset@1/2/3, their
+    headline mean), or ``{"submission": {"recall": ..., "recall_subset": ...}}`` on test1 (labels hidden).
+    fashioniq: ``{"fashioniq": {category: {"R@10", "R@50"}, ..., "average": ...}}`` (default: all three
+    categories, as the papers report). Items a reader skipped (``skip_missing``) are under ``"skipped"``.
+    """
+    from mmretrieve.data.cirr import read_cirr
+    from mmretrieve.data.fashioniq import FASHIONIQ_CATEGORIES, read_fashioniq
+
+    kw = dict(method=method, weight=weight, inversion=inversion, template=template)
+    root = os.fspath(root)
+    if protocol == "cirr":
+        if categories:
+            raise ValueError("categories: FashionIQ only (CIRR has one gallery per split)")
+        s = read_cirr(root, split or "val", skip_missing=skip_missing)
+        out = evaluate_composed_split(encoder, s, kind="cirr", **kw)
+        result = {"submission": out} if s.split == "test1" else {"cirr": {s.split: out}}
+        skipped = list(s.skipped)
+    elif protocol == "fashioniq":
+        cats = list(categories or FASHIONIQ_CATEGORIES)
+        per, skipped = {}, []
+        for c in cats:
+            s = read_fashioniq(root, c, split or "val", skip_missing=skip_missing)
+            per[c] = evaluate_composed_split(encoder, s, kind="fashioniq", **kw)
+            skipped += list(s.skipped)
+        per["average"] = fashioniq_average(per)
+        result = {"fashioniq": per}
+    else:
+        raise ValueError(f"protocol={protocol!r}: choose one of {', '.join(COMPOSED_PROTOCOLS)}")
+    if skipped:
+        result["skipped"] = [list(x) for x in skipped]
+    return result
+
+
+def write_cirr_submission(submission: Mapping[str, Mapping], folder: str | os.PathLike, name: str) -> list[str]:
+    """Write CIRR's two test-server files, ``recall_submission_NAME.json`` and
+    ``recall_subset_submission_NAME.json``, into ``folder``; returns their paths."""
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for key in ("recall", "recall_subset"):
+        path = os.path.join(folder, f"{key}_submission_{name}.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(submission[key], f)
+        paths.append(path)
+    return paths

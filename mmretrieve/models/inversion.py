@@ -71,12 +71,13 @@ class InversionUnsupportedError(MMRError, ValueError):
 
 
 def check_template(template: str, where: str = "template") -> str:
-    """A prompt template must hold the marker ``*`` once, before ``{text}``."""
-    if not isinstance(template, str) or "{text}" not in template or template.count(MARKER) != 1:
-        raise ValueError(f"{where}={template!r}: a prompt with one {MARKER!r} (the reference) and '{{text}}' "
+    """A prompt template holds the marker ``*`` once and ``{text}`` once, in either order.
+
+    With the marker last ("{text} a *") the pseudo words sit next to the pooled end token, so less of
+    the reference is washed out by the modification's words in a small text tower."""
+    if (not isinstance(template, str) or template.count("{text}") != 1 or template.count(MARKER) != 1):
+        raise ValueError(f"{where}={template!r}: a prompt with one {MARKER!r} (the reference) and one '{{text}}' "
                          f"(the modification), e.g. {PIC2WORD_TEMPLATE!r}")
-    if template.index(MARKER) > template.index("{text}"):
-        raise ValueError(f"{where}={template!r}: the marker {MARKER!r} must come before '{{text}}'")
     return template
 
 
@@ -234,8 +235,14 @@ class TextualInversion(nn.Module):
     def prompts(self, texts: Sequence[str], template: str | None = None) -> list[str]:
         """The filled prompts, with the marker repeated once per pseudo token."""
         t = check_template(template or self.config.template)
+        texts = [s.strip() for s in texts]
+        if t.index("{text}") < t.index(MARKER):  # the first markers of the prompt take the pseudo tokens
+            bad = [s for s in texts if MARKER in s]
+            if bad:
+                raise ValueError(f"modification text {bad[0]!r} contains the marker {MARKER!r}, which template "
+                                 f"{t!r} places after the text; remove it or use a template with the marker first")
         mark = " ".join([MARKER] * self.config.tokens)
-        return [t.replace(MARKER, mark).replace("{text}", s.strip()) for s in texts]
+        return [t.replace(MARKER, mark).replace("{text}", s) for s in texts]
 
     def check_encoder(self, encoder) -> None:
         """Refuse an encoder whose text tower does not fit this network."""
@@ -258,10 +265,19 @@ class TextualInversion(nn.Module):
             raise ValueError(f"compose: {references.shape[0]} references for {len(texts)} texts")
         return encode_text_with_pseudo_tokens(encoder, self.prompts(texts, template), self.pseudo_tokens(references))
 
-    def train_features(self, encoder, references: torch.Tensor) -> torch.Tensor:
-        """Text-tower output for the training prompt with each reference's pseudo tokens (N, D)."""
+    def train_features(self, encoder, references: torch.Tensor, modifiers: Sequence[str | None] | None = None,
+                       ) -> torch.Tensor:
+        """Text-tower output for each reference's training prompt (N, D): ``config.train_prompt``, or the
+        query template filled with ``modifiers[i]`` where that is not None (modifier-context training)."""
         prompt = self.config.train_prompt.replace(MARKER, " ".join([MARKER] * self.config.tokens))
-        return encode_text_with_pseudo_tokens(encoder, [prompt] * references.shape[0], self.pseudo_tokens(references))
+        n = references.shape[0]
+        if modifiers is None:
+            prompts = [prompt] * n
+        else:
+            if len(modifiers) != n:
+                raise ValueError(f"train_features: {n} references for {len(modifiers)} modifiers")
+            prompts = [prompt if m is None else self.prompts([m])[0] for m in modifiers]
+        return encode_text_with_pseudo_tokens(encoder, prompts, self.pseudo_tokens(references))
 
     # ---------------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> str:

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 _AMP = ("none", "bf16", "fp16")
-_DATA_KINDS = ("synthetic", "manifest", "coco", "msrvtt", "clotho", "shards", "folder")
+_DATA_KINDS = ("synthetic", "manifest", "coco", "msrvtt", "clotho", "shards", "folder", "index")
 _TASKS = ("image", "video", "audio")
 _LORA_TOWERS = ("image", "text", "audio")
 _LORA_TARGETS = ("attn", "q", "k", "v", "out", "mlp")
@@ -70,7 +70,8 @@ class DataConfig:
         manifest file), coco / msrvtt / clotho (``root`` is the dataset folder; see datasets/*.md),
         shards (``root`` is a pattern of webdataset-style tar shards, ``/data/shards-{0000..0099}.tar``, a
         glob or a list; indexed once, media read in place by offset, nothing extracted; see
-        datasets/shards.md).
+        datasets/shards.md), index (``root`` is a saved mmretrieve index: inversion runs train from the image
+        and clip vectors it stores, nothing decoded; the run's encoder must be the index's).
     tasks: the modalities paired with text (each a contrastive task on its own batch).
     train_split / val_split: reader split names (ignored for synthetic, manifest and shards). The
         validation split selects the ``best`` checkpoint, so it is never a test split (COCO karpathy-test,
@@ -227,6 +228,11 @@ class InversionTrainConfig:
 
     input: "normalized" (the stored vectors; images and clips) or "raw" (the image tower's unnormalised
     output, as Pic2Word; images only). template: the query prompt recorded in the exported network.
+    modifiers, modifier_fraction: modifier-context training (an extension of Pic2Word, still without
+    captions or triplets): for that fraction of the references, drawn per item and step from the run's
+    seed, the prompt is ``template`` filled with one of the generic ``modifiers`` ("make it blue") and
+    the target is still the reference's own vector, so the pseudo words learn to keep the reference
+    when a modification stands next to them. Empty (the default) is Pic2Word's recipe.
     The network is written to ``run.out/inversion.safetensors`` (and ``run.export`` when set).
     """
 
@@ -238,6 +244,8 @@ class InversionTrainConfig:
     input: str = "normalized"
     prompt: str = "a photo of *"
     template: str = "a photo of * , {text}"
+    modifiers: tuple[str, ...] = ()
+    modifier_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -293,8 +301,16 @@ def _validate_inversion(c: TrainConfig) -> None:
         raise ValueError(f"inversion.enabled={inv.enabled!r}: true or false")
     if c.data.kind == "folder" and not inv.enabled:
         raise ValueError("data.kind=folder has no captions: it trains inversion runs only (inversion.enabled: true)")
+    if c.data.kind == "index" and not inv.enabled:
+        raise ValueError("data.kind=index holds vectors, not captions: it trains inversion runs only "
+                         "(inversion.enabled: true)")
     if not inv.enabled:
         return
+    if c.data.kind == "index" and inv.input != "normalized":
+        raise ValueError(f"data.kind=index: an index stores L2-normalised vectors, so inversion.input must be "
+                         f"normalized (got {inv.input!r})")
+    if c.data.kind == "index" and not c.data.root:
+        raise ValueError("data.kind=index: data.root must be the index to train from")
     if c.lora.enabled:
         raise ValueError("inversion.enabled and lora.enabled: an inversion run keeps the encoder frozen; disable lora")
     bad = [t for t in c.data.tasks if t not in ("image", "video")]
@@ -303,6 +319,13 @@ def _validate_inversion(c: TrainConfig) -> None:
     if inv.input == "raw" and "video" in c.data.tasks:
         raise ValueError("inversion.input=raw takes the image tower's raw output: images only (use input: normalized "
                          "for clips)")
+    if isinstance(inv.modifiers, str) or not all(isinstance(m, str) and m.strip() for m in inv.modifiers):
+        raise ValueError(f"inversion.modifiers={inv.modifiers!r}: a list of non-empty modification phrases")
+    if any("*" in m for m in inv.modifiers):
+        raise ValueError(f"inversion.modifiers={list(inv.modifiers)!r}: a modifier may not contain the marker '*'")
+    frac = inv.modifier_fraction
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac <= 1.0:
+        raise ValueError(f"inversion.modifier_fraction={frac!r}: a number in [0, 1]")
     try:  # the network's own checks (sizes, input kind, prompt and template markers)
         InversionConfig(input_dim=1, token_dim=1, hidden_dim=inv.hidden_dim, layers=inv.layers, tokens=inv.tokens,
                         dropout=inv.dropout, input=inv.input, template=inv.template, train_prompt=inv.prompt)

@@ -27,7 +27,7 @@ from mmretrieve.data.common import Sample
 from mmretrieve.embedding import Preparer, collate, source_of_sample
 from mmretrieve.modality import Modality, modality_of_path
 
-__all__ = ["PairSet", "Batch", "TaskStream", "load_pairs", "collate", "folder_samples"]
+__all__ = ["PairSet", "Batch", "TaskStream", "load_pairs", "collate", "folder_samples", "batch_order", "split_items"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class Batch:
     """One contrastive batch of a task on this rank.
 
     ``media`` holds every window of every item, collated; ``owners[w]`` is the item (row of
-    ``captions``) window ``w`` belongs to.
+    ``captions``) window ``w`` belongs to. ``precomputed``: ``media`` is instead the items' stored
+    L2-normalised vectors (N, D) (inversion runs from an index, ``train.index_data``).
     """
 
     modality: Modality
@@ -55,10 +56,19 @@ class Batch:
     item_keys: tuple[int, ...]  # equal keys = the same item (multi-positive)
     indices: tuple[int, ...]
     owners: tuple[int, ...] = ()
+    precomputed: bool = False
 
 
 def _seed_int(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+def batch_order(n_units: int, global_batch: int, per_cycle: int, seed: int, task: str, step: int) -> list[int]:
+    """The units of the global batch at ``step``: a fresh seeded permutation per cycle (epoch)."""
+    cycle, pos = divmod(step, per_cycle)
+    g = torch.Generator().manual_seed(_seed_int("order", seed, task, cycle) % (2**63))
+    perm = torch.randperm(n_units, generator=g).tolist()
+    return perm[pos * global_batch:(pos + 1) * global_batch]
 
 
 class TaskStream:
@@ -110,10 +120,7 @@ class TaskStream:
 
     def global_units(self, step: int) -> list[int]:
         """The units of the global batch at ``step``."""
-        cycle, pos = divmod(step, self.per_cycle)
-        g = torch.Generator().manual_seed(_seed_int("order", self.seed, self.task, cycle) % (2**63))
-        perm = torch.randperm(len(self._units), generator=g).tolist()
-        return perm[pos * self.global_batch:(pos + 1) * self.global_batch]
+        return batch_order(len(self._units), self.global_batch, self.per_cycle, self.seed, self.task, step)
 
     def global_indices(self, step: int) -> list[int]:
         """The items of the global batch at ``step`` (an item may repeat with ``epoch="captions"``)."""
@@ -173,15 +180,21 @@ class TaskStream:
             self._windows_of(0, list(range(len(self.pairs))))
 
 
-def _split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    if fraction <= 0 or len(samples) < 2:
-        return list(samples), []
+def split_items(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) positions of ``n`` items: a seeded ``fraction`` held out (at least one, never all)."""
+    if fraction <= 0 or n < 2:
+        return list(range(n)), []
     rng = random.Random(_seed_int("split", seed))
-    order = list(range(len(samples)))
+    order = list(range(n))
     rng.shuffle(order)
-    k = min(max(1, round(len(samples) * fraction)), len(samples) - 1)
+    k = min(max(1, round(n * fraction)), n - 1)
     held = set(order[:k])
-    return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+    return [i for i in range(n) if i not in held], [i for i in range(n) if i in held]
+
+
+def _split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    tr, va = split_items(len(samples), fraction, seed)
+    return [samples[i] for i in tr], [samples[i] for i in va]
 
 
 def synthetic_samples(items) -> list[Sample]:

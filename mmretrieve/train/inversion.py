@@ -4,8 +4,15 @@ The encoder stays frozen. For each batch the reference vectors go through the ma
 text tower encodes the training prompt ("a photo of *") with the pseudo tokens in place of ``*``;
 a symmetric contrastive loss pulls that text vector towards its own reference vector and away from
 the others in the (globally gathered) batch. Captions are not used, so a folder of images is enough.
+
+Modifier-context training (``inversion.modifiers``): for a seeded fraction of the references the
+prompt is the query template filled with a generic modification ("make it blue"), the target still
+the reference itself, so the pseudo words keep the reference when words stand next to them.
 """
 from __future__ import annotations
+
+import random
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,10 +22,11 @@ from mmretrieve.modality import Modality
 from mmretrieve.models.inversion import TextualInversion, config_for
 
 from .data import Batch, collate
+from .index_data import VectorSet
 from .distributed import gather_objects, gather_with_grad
 from .loss import contrastive_loss, positives_matrix
 
-__all__ = ["build_inversion", "freeze_encoder", "reference_batch", "inversion_loss", "validate_inversion"]
+__all__ = ["build_inversion", "freeze_encoder", "reference_batch", "draw_modifiers", "inversion_loss", "validate_inversion"]
 
 
 def build_inversion(config, encoder) -> TextualInversion:
@@ -42,6 +50,11 @@ def freeze_encoder(encoder) -> None:
 def reference_batch(encoder, net: TextualInversion, batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(network input, L2-normalised target) for a batch of images or clips, without gradient."""
     with torch.no_grad():
+        if batch.precomputed:  # stored vectors (data.kind=index): already what a normalized network takes
+            if net.config.input != "normalized":
+                raise ValueError("stored index vectors are L2-normalised: they train input=normalized networks only")
+            x = F.normalize(batch.media.to(device).float(), dim=-1)
+            return x, x
         if batch.modality is Modality.IMAGE:
             pixels = batch.media.to(device)
             if net.config.input == "raw":
@@ -56,11 +69,25 @@ def reference_batch(encoder, net: TextualInversion, batch, device: torch.device)
     raise ValueError(f"inversion training takes image or video batches, not {batch.modality.value}")
 
 
+def draw_modifiers(keys: Sequence, modifiers: Sequence[str], fraction: float, seed: int, step: int,
+                   ) -> list[str | None] | None:
+    """Per item: a modifier (with probability ``fraction``) or None, from (seed, step, item key) alone,
+    so a resumed or distributed run draws the same ones."""
+    if not modifiers or fraction <= 0.0:
+        return None
+    out: list[str | None] = []
+    for key in keys:
+        rng = random.Random(f"inversion-modifier:{seed}:{step}:{key}")
+        out.append(rng.choice(list(modifiers)) if rng.random() < fraction else None)
+    return out
+
+
 def inversion_loss(encoder, net: TextualInversion, batch, scale: torch.Tensor, dist, device: torch.device,
-                   ) -> torch.Tensor:
-    """Contrastive loss between the prompt-with-pseudo-tokens vectors and their reference vectors."""
+                   modifiers: Sequence[str | None] | None = None) -> torch.Tensor:
+    """Contrastive loss between the prompt-with-pseudo-tokens vectors and their reference vectors;
+    ``modifiers`` (per item, see :func:`draw_modifiers`) put a modification into some prompts."""
     x, target = reference_batch(encoder, net, batch, device)
-    text = net.train_features(encoder, x)
+    text = net.train_features(encoder, x, modifiers)
     text = gather_with_grad(text.float(), dist)
     target = gather_with_grad(target.float(), dist)
     keys = [k for part in gather_objects(list(batch.item_keys), dist) for k in part]
@@ -68,18 +95,23 @@ def inversion_loss(encoder, net: TextualInversion, batch, scale: torch.Tensor, d
 
 
 def validate_inversion(encoder, net: TextualInversion, pairs, decoder, *, batch_size: int = 64) -> dict:
-    """Held-out recall: each item's "a photo of *" vector retrieves the items (its own is the answer)."""
-    samples = pairs.samples
+    """Held-out recall: each item's "a photo of *" vector retrieves the items (its own is the answer).
+
+    ``pairs``: a PairSet (media decoded with ``decoder``) or a VectorSet (stored vectors)."""
     device = encoder.device
     was_training = net.training
     net.eval()
     text_parts, target_parts = [], []
     try:
         with torch.no_grad():
-            for start in range(0, len(samples), batch_size):
-                chunk = samples[start:start + batch_size]
-                idx = tuple(range(start, start + len(chunk)))
-                batch = Batch(pairs.modality, collate(pairs.modality, [decoder(s) for s in chunk]), (), idx, idx)
+            for start in range(0, len(pairs), batch_size):
+                idx = tuple(range(start, min(start + batch_size, len(pairs))))
+                if isinstance(pairs, VectorSet):
+                    batch = Batch(pairs.modality, torch.from_numpy(pairs.vectors[list(idx)]), (), idx, idx,
+                                  precomputed=True)
+                else:
+                    chunk = pairs.samples[idx[0]:idx[-1] + 1]
+                    batch = Batch(pairs.modality, collate(pairs.modality, [decoder(s) for s in chunk]), (), idx, idx)
                 x, target = reference_batch(encoder, net, batch, device)
                 text_parts.append(net.train_features(encoder, x).cpu())
                 target_parts.append(target.cpu())

@@ -28,7 +28,8 @@ from mmretrieve.embedding import (Augment, Preparer, Sampling, autocast, encode_
 from .checkpoint import copy_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .data import TaskStream, load_pairs
-from .inversion import build_inversion, freeze_encoder, inversion_loss, validate_inversion
+from .index_data import VectorStream, load_index_vectors
+from .inversion import build_inversion, draw_modifiers, freeze_encoder, inversion_loss, validate_inversion
 from .distributed import DistInfo, average_gradients, barrier, gather_objects, gather_with_grad, init_distributed
 from .lora import add_lora, has_lora, is_lora_parameter, lora_base_keys, lora_cached, merged_state_dict, tower_of
 from .loss import LogitScale, contrastive_loss, positives_matrix
@@ -228,15 +229,23 @@ class Trainer:
             if hasattr(self.encoder.audio.transformer, "grad_checkpointing"):
                 self.encoder.audio.transformer.grad_checkpointing = True
         self.logit_scale = LogitScale(o.init_temperature, o.max_logit_scale, o.learn_temperature).to(device)
-        self.train_pairs, self.val_pairs = load_pairs(config.data, seed=run.seed)
         self.sampling = training_sampling(self.encoder.preset, config)
-        augment = Augment(seed=run.seed) if config.data.augment else None
-        preparer = Preparer(self.encoder, self.sampling, augment)
         self.decoder = _FirstWindow(Preparer(self.encoder, self.sampling))  # validate_inversion's decoder
-        self.streams = {t: TaskStream(p, preparer, batch_size=o.batch_size, seed=run.seed, rank=self.dist.rank,
-                                      world_size=self.dist.world_size, cache=config.data.cache,
-                                      num_workers=config.data.num_workers, epoch=config.data.epoch)
-                        for t, p in self.train_pairs.items()}
+        if config.data.kind == "index":  # an inversion run over the vectors an index already stores
+            d = config.data
+            self.train_pairs, self.val_pairs = load_index_vectors(d.root, self.encoder, d.tasks,
+                                                                  val_fraction=d.val_fraction,
+                                                                  max_val_items=d.max_val_items, seed=run.seed)
+            self.streams = {t: VectorStream(v, batch_size=o.batch_size, seed=run.seed, rank=self.dist.rank,
+                                            world_size=self.dist.world_size) for t, v in self.train_pairs.items()}
+        else:
+            self.train_pairs, self.val_pairs = load_pairs(config.data, seed=run.seed)
+            augment = Augment(seed=run.seed) if config.data.augment else None
+            preparer = Preparer(self.encoder, self.sampling, augment)
+            self.streams = {t: TaskStream(p, preparer, batch_size=o.batch_size, seed=run.seed, rank=self.dist.rank,
+                                          world_size=self.dist.world_size, cache=config.data.cache,
+                                          num_workers=config.data.num_workers, epoch=config.data.epoch)
+                            for t, p in self.train_pairs.items()}
         self.steps_per_epoch = max(1, max(len(s) for s in self.streams.values()) // o.grad_accum)
         self.total_steps = o.max_steps if o.max_steps is not None else o.epochs * self.steps_per_epoch
         self.warmup_steps = warmup_steps(config, self.total_steps)
@@ -259,8 +268,12 @@ class Trainer:
         Every window in the batch is encoded; an item's vector is the pool of its windows."""
         batch = self.streams[task].batch(micro_step)
         if self.inversion is not None:
+            inv = self.config.inversion
+            mods = draw_modifiers(batch.item_keys, inv.modifiers, inv.modifier_fraction, self.config.run.seed,
+                                  micro_step)
             with autocast(self.device, self.config.run.amp):
-                return inversion_loss(self.encoder, self.inversion, batch, self.logit_scale(), self.dist, self.device)
+                return inversion_loss(self.encoder, self.inversion, batch, self.logit_scale(), self.dist, self.device,
+                                      mods)
         with autocast(self.device, self.config.run.amp):
             text = encode_texts(self.encoder, batch.captions, max_words=self.config.data.max_words)
             windows = encode_batch(self.encoder, batch.modality, batch.media)

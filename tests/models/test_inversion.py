@@ -67,15 +67,40 @@ def test_compose_is_deterministic_normalised_and_uses_the_template(enc):
     assert float((a - c).abs().max()) > 1e-4
 
 
-@pytest.mark.parametrize("template", ["a photo of {text}", "* and * , {text}", "a photo of *"])
+@pytest.mark.parametrize("template", ["a photo of {text}", "* and * , {text}", "a photo of *", "{text} * {text}"])
 def test_bad_templates_are_refused(template):
     with pytest.raises(ValueError, match="template"):
         InversionConfig(input_dim=4, token_dim=4, template=template)
 
 
-def test_marker_must_come_before_the_text():
-    with pytest.raises(ValueError, match="must come before"):
-        InversionConfig(input_dim=4, token_dim=4, template="{text} *")
+def test_marker_after_the_text_fills_the_pseudo_tokens_there(enc):
+    torch.manual_seed(0)
+    net = TextualInversion(config_for(enc, tokens=2, template="{text} a *")).eval()
+    assert net.prompts(["make it red"]) == ["make it red a * *"]
+    refs = torch.nn.functional.normalize(torch.randn(1, enc.dim), dim=-1)
+    with torch.no_grad():
+        got = net.compose(enc, refs, ["make it red"])
+        pseudo = net.pseudo_tokens(refs)
+        want = encode_text_with_pseudo_tokens(enc, ["make it red a * *"], pseudo)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="contains the marker '\\*', which template '\\{text\\} a \\*' places after"):
+        net.prompts(["5* hotel"])
+    assert net.prompts(["5* hotel"], template="a * , {text}") == ["a * * , 5* hotel"]  # marker first: text kept
+
+
+def test_train_features_put_modifiers_into_the_template(enc):
+    torch.manual_seed(0)
+    net = TextualInversion(config_for(enc, template="{text} a *")).eval()
+    refs = torch.nn.functional.normalize(torch.randn(3, enc.dim), dim=-1)
+    with torch.no_grad():
+        got = net.train_features(enc, refs, [None, "make it blue", None])
+        pseudo = net.pseudo_tokens(refs)
+        want = encode_text_with_pseudo_tokens(enc, ["a photo of *", "make it blue a *", "a photo of *"], pseudo)
+        plain = net.train_features(enc, refs)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(plain[[0, 2]], got[[0, 2]], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="3 references for 2 modifiers"):
+        net.train_features(enc, refs, [None, None])
 
 
 def test_save_load_roundtrip_and_checks(enc, tmp_path):

@@ -1,9 +1,11 @@
 """Pic2Word-style inversion training through the trainer: images alone, frozen encoder, exact resume."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,3 +89,136 @@ def test_shipped_recipes_parse():
     assert (cfg.inversion.hidden_dim, cfg.inversion.layers, cfg.inversion.prompt) == (512, 2, "a photo of *")
     sample = override(load_recipe("pic2word-sample"), {"data.root": "x"})
     assert sample.model.preset == "sample" and sample.data.tasks == ("image", "video")
+
+
+# ------------------------------------------------------------------ training from a saved index
+@pytest.fixture(scope="module")
+def saved_index(image_folder, tmp_path_factory):
+    """A tiny-random index of the folder's images and clips; the media are deleted afterwards, so a run
+    that trains from it can only use the stored vectors."""
+    import mmretrieve as mmr
+
+    root = tmp_path_factory.mktemp("indexed")
+    media = root / "media"
+    shutil.copytree(image_folder, media)
+    r = mmr.Retriever.create("tiny-random", path=str(root / "media.mmr"))
+    report = r.add(str(media), progress=False, allow_untrained=True)
+    assert not report.failed
+    r.save()
+    stored = {}
+    for name in sorted(os.listdir(media)):
+        entries = r.index.entries(str(media / name))
+        stored[str(media / name)] = r.index.vectors([e.id for e in entries])
+    r.close()
+    shutil.rmtree(media)
+    return str(root / "media.mmr"), stored
+
+
+def _index_config(index, out, **extra):
+    return _config(index, out, **{"data.kind": "index", **extra})
+
+
+def test_training_from_an_index_uses_its_stored_vectors_without_media(saved_index, tmp_path):
+    from mmretrieve.embedding import pool_windows
+    from mmretrieve.train.index_data import VectorSet
+
+    index, stored = saved_index
+    trainer = Trainer(_index_config(index, str(tmp_path / "run")))
+    assert {t: len(v) for t, v in trainer.train_pairs.items()} == {"image": 9, "video": 6}
+    assert {t: len(v) for t, v in trainer.val_pairs.items()} == {"image": 3, "video": 2}
+    for t, vs in {**trainer.train_pairs}.items():
+        assert isinstance(vs, VectorSet)
+        for key, vec in zip(vs.keys, vs.vectors):
+            np.testing.assert_allclose(vec, pool_windows(stored[key]), rtol=0, atol=1e-6)
+    batch = trainer.streams["image"].batch(0)
+    assert batch.precomputed and batch.media.shape == (4, trainer.encoder.dim)
+    result = trainer.fit()  # the media files are gone: nothing is decoded
+    assert result.step == 4 and set(result.val) == {"image", "video"}
+    net = TextualInversion.load(tmp_path / "run" / "inversion.safetensors")
+    assert net.config.preset == "tiny-random" and net.config.input == "normalized"
+
+
+def test_index_run_resumes_exactly(saved_index, tmp_path):
+    index, _ = saved_index
+    full = train(_index_config(index, str(tmp_path / "full")))
+    cut = _index_config(index, str(tmp_path / "cut"))
+    assert train(cut, stop_after=2).step == 2
+    resumed = train(cut)
+    for k, v in full.inversion.mapper.state_dict().items():
+        torch.testing.assert_close(resumed.inversion.mapper.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_index_of_another_encoder_is_refused(saved_index, tmp_path):
+    from mmretrieve.errors import EncoderMismatchError
+
+    index, _ = saved_index
+    with pytest.raises(EncoderMismatchError, match="built by another encoder than this run's \\(preset 'sample'\\)"):
+        Trainer(override(_index_config(index, str(tmp_path / "run")), {"model.preset": "sample"}))
+
+
+def test_index_config_errors(saved_index, tmp_path):
+    index, _ = saved_index
+    with pytest.raises(ValueError, match="data.kind=index holds vectors, not captions"):
+        _index_config(index, None, **{"inversion.enabled": False})
+    with pytest.raises(ValueError, match="inversion.input must be normalized"):
+        _index_config(index, None, **{"inversion.input": "raw", "data.tasks": ["image"]})
+    with pytest.raises(FileNotFoundError, match="no index there"):
+        Trainer(_index_config(str(tmp_path / "absent.mmr"), str(tmp_path / "run")))
+
+
+def test_train_command_index_flag_takes_the_index_preset(saved_index, tmp_path):
+    import subprocess
+    import sys
+
+    index, _ = saved_index
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "mmretrieve", "train", "--recipe", "pic2word", "--index", index, "--out", str(out),
+           "--no-progress", "--set", "optim.max_steps=2", "--set", "optim.batch_size=4", "--set",
+           "optim.warmup_steps=0", "--set", "inversion.hidden_dim=16", "--set", "data.val_fraction=0.25",
+           "--set", "data.num_workers=0"]
+    cfg = subprocess.run(cmd + ["--print-config"], capture_output=True, text=True, check=True)
+    printed = json.loads(cfg.stdout)
+    assert printed["model"]["preset"] == "tiny-random"
+    assert (printed["data"]["kind"], printed["data"]["root"], printed["inversion"]["input"]) == ("index", index,
+                                                                                                   "normalized")
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "trained 2 steps" in done.stdout
+    assert TextualInversion.load(out / "inversion.safetensors").config.preset == "tiny-random"
+
+
+def test_modifiers_are_drawn_per_item_from_seed_and_step():
+    from mmretrieve.train.inversion import draw_modifiers
+
+    mods = ("make it red", "make it blue")
+    a = draw_modifiers(range(200), mods, 0.5, seed=0, step=3)
+    assert a == draw_modifiers(range(200), mods, 0.5, seed=0, step=3)
+    assert a != draw_modifiers(range(200), mods, 0.5, seed=0, step=4)
+    assert {m for m in a} == {None, *mods} and 70 < sum(m is None for m in a) < 130
+    assert draw_modifiers(range(5), mods, 1.0, seed=0, step=0).count(None) == 0
+    assert draw_modifiers(range(5), mods, 0.0, seed=0, step=0) is None
+    assert draw_modifiers(range(5), (), 0.5, seed=0, step=0) is None
+
+
+def test_modifier_context_run_trains_and_resumes_exactly(image_folder, tmp_path):
+    extra = {"inversion.modifiers": ["make it red", "make it a circle"], "inversion.modifier_fraction": 0.5,
+             "inversion.template": "{text} a *"}
+    full = train(_config(image_folder, str(tmp_path / "full"), **extra))
+    cut = _config(image_folder, str(tmp_path / "cut"), **extra)
+    assert train(cut, stop_after=2).step == 2
+    resumed = train(cut)
+    plain = train(_config(image_folder, str(tmp_path / "plain"), **{"inversion.template": "{text} a *"}))
+    for k, v in full.inversion.mapper.state_dict().items():
+        torch.testing.assert_close(resumed.inversion.mapper.state_dict()[k], v, rtol=0, atol=0)
+    assert any(not torch.equal(v, plain.inversion.mapper.state_dict()[k])
+               for k, v in full.inversion.mapper.state_dict().items())
+    assert TextualInversion.load(tmp_path / "full" / "inversion.safetensors").config.template == "{text} a *"
+
+
+def test_modifier_config_errors(image_folder):
+    with pytest.raises(ValueError, match="inversion.modifiers=.*a list of non-empty modification phrases"):
+        _config(image_folder, None, **{"inversion.modifiers": ["make it red", " "]})
+    with pytest.raises(ValueError, match="may not contain the marker"):
+        _config(image_folder, None, **{"inversion.modifiers": ["make * red"]})
+    with pytest.raises(ValueError, match="inversion.modifier_fraction=1.5: a number in \\[0, 1\\]"):
+        _config(image_folder, None, **{"inversion.modifier_fraction": 1.5})
