@@ -122,3 +122,29 @@ def test_search_command_method_inversion(setup):
     assert bad.returncode != 0 and "--weight applies to --method arithmetic only" in bad.stderr
     bad = _cli("search", index_path, "that is red", "--method", "inversion")
     assert bad.returncode != 0 and "needs both --file" in bad.stderr
+
+
+def test_sample_preset_ships_its_network_loaded_without_unpickling_and_deterministic(tmp_path):
+    from mmretrieve.data.synthetic import render_image
+    from mmretrieve.media.write import write_image
+    from mmretrieve.models.inversion import SHIPPED_INVERSION, has_shipped_inversion, shipped_inversion
+
+    assert has_shipped_inversion("sample") and not has_shipped_inversion("tiny-random")
+    assert SHIPPED_INVERSION["sample"].endswith(".safetensors")
+    net = shipped_inversion("sample")
+    assert (net.config.preset, net.config.tokens, net.config.template, net.config.compose, net.config.input) == (
+        "sample", 3, "{text} a *", "prompt+text", "normalized")
+    assert not net.training  # dropout off: the same query gives the same vector
+    ref = str(tmp_path / "ref.png")
+    write_image(ref, render_image({"shape": "triangle", "colour": "blue", "size": "large", "position": "left"}))
+    r = mmr.Retriever.create("sample")
+    try:
+        q = mmr.Composed(image=ref, text="make it red", method="inversion")  # no inversion=: the shipped one
+        a, b = r.embed(q), r.embed(q)
+        np.testing.assert_array_equal(a, b)
+        with torch.no_grad():
+            want = shipped_inversion("sample").compose(r.encoder, torch.from_numpy(r.embed(mmr.Query.file(ref)))[None],
+                                                       ["make it red"])[0].numpy()
+        np.testing.assert_allclose(a, want, rtol=0, atol=1e-6)
+    finally:
+        r.close()

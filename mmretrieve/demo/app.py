@@ -139,14 +139,15 @@ def build_demo(
                         gr.Markdown(
                             "A reference image (or clip) plus the change you want in words. "
                             "Arithmetic mixes the two vectors (the slider is the text's share: 0 = only the reference, "
-                            "1 = only the words); inversion turns the reference into a word of a prompt for the text "
-                            "tower (“a photo of * , in blue”) and ignores the slider."
+                            "1 = only the words); inversion turns the reference into pseudo words of a prompt for the "
+                            "text tower (“in blue a *”) and ignores the slider. Inversion is preselected when a network "
+                            "is at hand (the sample model ships one)."
                         )
                         with gr.Row():
                             upload = gr.File(label="Reference image or clip", file_types=_upload_types(), type="filepath", elem_id="composed-upload")
                             with gr.Column():
                                 text = gr.Textbox(label="Change (e.g. “in blue”, “moving left”)", elem_id="composed-text")
-                                method = gr.Radio(["arithmetic", "inversion"], value="arithmetic", label="Method",
+                                method = gr.Radio(["arithmetic", "inversion"], value=backend.default_composed_method(), label="Method",
                                                   elem_id="composed-method")
                                 weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Text weight (arithmetic)",
                                                    elem_id="composed-weight")

@@ -95,6 +95,15 @@ class DemoBackend:
         self.inversion = inversion
         self._lock = threading.Lock()
 
+    def default_composed_method(self) -> str:
+        """The Composed tab's starting method: inversion when a network is at hand (passed, or shipped
+        for the index's preset, as for ``sample``), arithmetic otherwise."""
+        from ..models.inversion import has_shipped_inversion
+
+        if self.inversion is not None or has_shipped_inversion(self.retriever.encoder.preset.name):
+            return "inversion"
+        return "arithmetic"
+
     # queries ------------------------------------------------------------------------------------------
     def text_search(self, text: str | None, modality: str | Sequence[str] | None, k: int | float) -> SearchResult:
         """Words -> hits of the chosen modality (or any)."""

@@ -46,10 +46,12 @@ __all__ = [
     "load_pic2word",
     "load_inversion",
     "shipped_inversion",
+    "has_shipped_inversion",
     "config_for",
     "check_template",
     "token_width",
     "PIC2WORD_IGNORED",
+    "COMPOSE_MODES",
 ]
 
 MARKER = "*"
@@ -59,11 +61,15 @@ PIC2WORD_TEMPLATE = "a photo of * , {text}"
 PIC2WORD_TRAIN_PROMPT = "a photo of *"
 _FORMAT = "mmretrieve-inversion/1"
 _INPUTS = ("raw", "normalized")
+#: How a query is composed: the prompt's vector (Pic2Word), or the prompt's vector plus the modification
+#: text's own vector, summed with equal weights and renormalised (the change is stated twice: once
+#: next to the pseudo words, once on its own, so a change the pseudo words would drown still counts).
+COMPOSE_MODES = ("prompt", "prompt+text")
 
-#: Networks shipped with the package, per preset name (package-relative safetensors paths). None yet:
-#: on the synthetic composed benchmark (benchmarks/bench_composed.py) the network trained for the
-#: `sample` preset stays behind the best arithmetic weight, so it is not shipped.
-SHIPPED_INVERSION: Mapping[str, str] = {}
+#: Networks shipped with the package, per preset name (package-relative safetensors paths). `sample`'s
+#: is the network of the synthetic composed benchmark (recipe pic2word-sample, benchmarks/bench_composed.py),
+#: ahead of the best arithmetic weight on held-out attribute combinations for images and clips.
+SHIPPED_INVERSION: Mapping[str, str] = {"sample": "assets/sample-inversion.safetensors"}
 
 
 class InversionUnsupportedError(MMRError, ValueError):
@@ -89,6 +95,8 @@ class InversionConfig:
         L2-normalised vector the index stores (works for images and for a clip's pooled vector).
     template: the query prompt; ``*`` marks where the pseudo tokens go and ``{text}`` the
         modification. train_prompt: the prompt of the training loss (no ``{text}``).
+    compose: "prompt" = the filled template's vector (Pic2Word); "prompt+text" = normalise(prompt
+        vector + the modification text's own vector), equal weights (see ``COMPOSE_MODES``).
     """
 
     input_dim: int
@@ -101,6 +109,7 @@ class InversionConfig:
     template: str = PIC2WORD_TEMPLATE
     train_prompt: str = PIC2WORD_TRAIN_PROMPT
     preset: str | None = None
+    compose: str = "prompt"
 
     def __post_init__(self) -> None:
         for name in ("input_dim", "token_dim", "hidden_dim", "layers", "tokens"):
@@ -111,6 +120,8 @@ class InversionConfig:
             raise ValueError(f"InversionConfig.dropout={self.dropout}: must be in [0, 1)")
         if self.input not in _INPUTS:
             raise ValueError(f"InversionConfig.input={self.input!r}: choose one of {', '.join(_INPUTS)}")
+        if self.compose not in COMPOSE_MODES:
+            raise ValueError(f"InversionConfig.compose={self.compose!r}: choose one of {', '.join(COMPOSE_MODES)}")
         check_template(self.template, "template")
         if MARKER not in self.train_prompt:
             raise ValueError(f"InversionConfig.train_prompt={self.train_prompt!r}: must contain the marker {MARKER!r}")
@@ -244,6 +255,14 @@ class TextualInversion(nn.Module):
         mark = " ".join([MARKER] * self.config.tokens)
         return [t.replace(MARKER, mark).replace("{text}", s) for s in texts]
 
+    def with_query(self, *, template: str | None = None, compose: str | None = None) -> "TextualInversion":
+        """The same network (weights shared) composing queries with another template or compose mode."""
+        changes = {k: v for k, v in (("template", template), ("compose", compose)) if v is not None}
+        other = TextualInversion(replace(self.config, **changes))
+        other.mapper = self.mapper
+        other.source = self.source
+        return other.train(self.training)
+
     def check_encoder(self, encoder) -> None:
         """Refuse an encoder whose text tower does not fit this network."""
         width = token_width(encoder)
@@ -259,25 +278,20 @@ class TextualInversion(nn.Module):
 
     def compose(self, encoder, references: torch.Tensor, texts: Sequence[str], template: str | None = None,
                 ) -> torch.Tensor:
-        """(N, D) L2-normalised composed query vectors for references (``config.input`` kind) and texts."""
+        """(N, D) L2-normalised composed query vectors for references (``config.input`` kind) and texts,
+        composed as ``config.compose`` says."""
         self.check_encoder(encoder)
         if len(texts) != references.shape[0]:
             raise ValueError(f"compose: {references.shape[0]} references for {len(texts)} texts")
-        return encode_text_with_pseudo_tokens(encoder, self.prompts(texts, template), self.pseudo_tokens(references))
+        q = encode_text_with_pseudo_tokens(encoder, self.prompts(texts, template), self.pseudo_tokens(references))
+        if self.config.compose == "prompt+text":
+            q = F.normalize(q + encoder.encode_text([s.strip() for s in texts]).to(q.device, q.dtype), dim=-1)
+        return q
 
-    def train_features(self, encoder, references: torch.Tensor, modifiers: Sequence[str | None] | None = None,
-                       ) -> torch.Tensor:
-        """Text-tower output for each reference's training prompt (N, D): ``config.train_prompt``, or the
-        query template filled with ``modifiers[i]`` where that is not None (modifier-context training)."""
+    def train_features(self, encoder, references: torch.Tensor) -> torch.Tensor:
+        """Text-tower output for the training prompt with each reference's pseudo tokens (N, D)."""
         prompt = self.config.train_prompt.replace(MARKER, " ".join([MARKER] * self.config.tokens))
-        n = references.shape[0]
-        if modifiers is None:
-            prompts = [prompt] * n
-        else:
-            if len(modifiers) != n:
-                raise ValueError(f"train_features: {n} references for {len(modifiers)} modifiers")
-            prompts = [prompt if m is None else self.prompts([m])[0] for m in modifiers]
-        return encode_text_with_pseudo_tokens(encoder, prompts, self.pseudo_tokens(references))
+        return encode_text_with_pseudo_tokens(encoder, [prompt] * references.shape[0], self.pseudo_tokens(references))
 
     # ---------------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> str:
@@ -374,6 +388,11 @@ def load_inversion(source: "str | os.PathLike | TextualInversion") -> TextualInv
     if path.endswith((".pt", ".pth", ".bin")):
         return load_pic2word(path)
     raise ValueError(f"{path}: an inversion network is a .safetensors file (mmretrieve) or Pic2Word's .pt checkpoint")
+
+
+def has_shipped_inversion(preset_name: str) -> bool:
+    """Whether the package ships an inversion network for this preset."""
+    return preset_name in SHIPPED_INVERSION
 
 
 def shipped_inversion(preset_name: str) -> TextualInversion:

@@ -228,11 +228,8 @@ class InversionTrainConfig:
 
     input: "normalized" (the stored vectors; images and clips) or "raw" (the image tower's unnormalised
     output, as Pic2Word; images only). template: the query prompt recorded in the exported network.
-    modifiers, modifier_fraction: modifier-context training (an extension of Pic2Word, still without
-    captions or triplets): for that fraction of the references, drawn per item and step from the run's
-    seed, the prompt is ``template`` filled with one of the generic ``modifiers`` ("make it blue") and
-    the target is still the reference's own vector, so the pseudo words learn to keep the reference
-    when a modification stands next to them. Empty (the default) is Pic2Word's recipe.
+    compose: how the exported network composes a query (``InversionConfig.compose``): "prompt"
+    (Pic2Word) or "prompt+text".
     The network is written to ``run.out/inversion.safetensors`` (and ``run.export`` when set).
     """
 
@@ -244,8 +241,7 @@ class InversionTrainConfig:
     input: str = "normalized"
     prompt: str = "a photo of *"
     template: str = "a photo of * , {text}"
-    modifiers: tuple[str, ...] = ()
-    modifier_fraction: float = 0.5
+    compose: str = "prompt"
 
 
 @dataclass(frozen=True)
@@ -319,16 +315,10 @@ def _validate_inversion(c: TrainConfig) -> None:
     if inv.input == "raw" and "video" in c.data.tasks:
         raise ValueError("inversion.input=raw takes the image tower's raw output: images only (use input: normalized "
                          "for clips)")
-    if isinstance(inv.modifiers, str) or not all(isinstance(m, str) and m.strip() for m in inv.modifiers):
-        raise ValueError(f"inversion.modifiers={inv.modifiers!r}: a list of non-empty modification phrases")
-    if any("*" in m for m in inv.modifiers):
-        raise ValueError(f"inversion.modifiers={list(inv.modifiers)!r}: a modifier may not contain the marker '*'")
-    frac = inv.modifier_fraction
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac <= 1.0:
-        raise ValueError(f"inversion.modifier_fraction={frac!r}: a number in [0, 1]")
     try:  # the network's own checks (sizes, input kind, prompt and template markers)
         InversionConfig(input_dim=1, token_dim=1, hidden_dim=inv.hidden_dim, layers=inv.layers, tokens=inv.tokens,
-                        dropout=inv.dropout, input=inv.input, template=inv.template, train_prompt=inv.prompt)
+                        dropout=inv.dropout, input=inv.input, template=inv.template, train_prompt=inv.prompt,
+                        compose=inv.compose)
     except ValueError as e:
         raise ValueError(f"inversion: {e}") from None
 

@@ -4,15 +4,8 @@ The encoder stays frozen. For each batch the reference vectors go through the ma
 text tower encodes the training prompt ("a photo of *") with the pseudo tokens in place of ``*``;
 a symmetric contrastive loss pulls that text vector towards its own reference vector and away from
 the others in the (globally gathered) batch. Captions are not used, so a folder of images is enough.
-
-Modifier-context training (``inversion.modifiers``): for a seeded fraction of the references the
-prompt is the query template filled with a generic modification ("make it blue"), the target still
-the reference itself, so the pseudo words keep the reference when words stand next to them.
 """
 from __future__ import annotations
-
-import random
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,7 +19,7 @@ from .index_data import VectorSet
 from .distributed import gather_objects, gather_with_grad
 from .loss import contrastive_loss, positives_matrix
 
-__all__ = ["build_inversion", "freeze_encoder", "reference_batch", "draw_modifiers", "inversion_loss", "validate_inversion"]
+__all__ = ["build_inversion", "freeze_encoder", "reference_batch", "inversion_loss", "validate_inversion"]
 
 
 def build_inversion(config, encoder) -> TextualInversion:
@@ -36,7 +29,7 @@ def build_inversion(config, encoder) -> TextualInversion:
         torch.manual_seed(config.run.seed)
         net = TextualInversion(config_for(encoder, hidden_dim=inv.hidden_dim, layers=inv.layers, tokens=inv.tokens,
                                           dropout=inv.dropout, input=inv.input, template=inv.template,
-                                          train_prompt=inv.prompt))
+                                          train_prompt=inv.prompt, compose=inv.compose))
     net.source = f"run {config.run.out or config.name}"
     return net.to(encoder.device)
 
@@ -69,25 +62,11 @@ def reference_batch(encoder, net: TextualInversion, batch, device: torch.device)
     raise ValueError(f"inversion training takes image or video batches, not {batch.modality.value}")
 
 
-def draw_modifiers(keys: Sequence, modifiers: Sequence[str], fraction: float, seed: int, step: int,
-                   ) -> list[str | None] | None:
-    """Per item: a modifier (with probability ``fraction``) or None, from (seed, step, item key) alone,
-    so a resumed or distributed run draws the same ones."""
-    if not modifiers or fraction <= 0.0:
-        return None
-    out: list[str | None] = []
-    for key in keys:
-        rng = random.Random(f"inversion-modifier:{seed}:{step}:{key}")
-        out.append(rng.choice(list(modifiers)) if rng.random() < fraction else None)
-    return out
-
-
 def inversion_loss(encoder, net: TextualInversion, batch, scale: torch.Tensor, dist, device: torch.device,
-                   modifiers: Sequence[str | None] | None = None) -> torch.Tensor:
-    """Contrastive loss between the prompt-with-pseudo-tokens vectors and their reference vectors;
-    ``modifiers`` (per item, see :func:`draw_modifiers`) put a modification into some prompts."""
+                   ) -> torch.Tensor:
+    """Contrastive loss between the prompt-with-pseudo-tokens vectors and their reference vectors."""
     x, target = reference_batch(encoder, net, batch, device)
-    text = net.train_features(encoder, x, modifiers)
+    text = net.train_features(encoder, x)
     text = gather_with_grad(text.float(), dist)
     target = gather_with_grad(target.float(), dist)
     keys = [k for part in gather_objects(list(batch.item_keys), dist) for k in part]

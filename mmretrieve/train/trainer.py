@@ -29,7 +29,7 @@ from .checkpoint import copy_checkpoint, latest_checkpoint, load_checkpoint, sav
 from .config import TrainConfig, config_to_dict
 from .data import TaskStream, load_pairs
 from .index_data import VectorStream, load_index_vectors
-from .inversion import build_inversion, draw_modifiers, freeze_encoder, inversion_loss, validate_inversion
+from .inversion import build_inversion, freeze_encoder, inversion_loss, validate_inversion
 from .distributed import DistInfo, average_gradients, barrier, gather_objects, gather_with_grad, init_distributed
 from .lora import add_lora, has_lora, is_lora_parameter, lora_base_keys, lora_cached, merged_state_dict, tower_of
 from .loss import LogitScale, contrastive_loss, positives_matrix
@@ -268,12 +268,8 @@ class Trainer:
         Every window in the batch is encoded; an item's vector is the pool of its windows."""
         batch = self.streams[task].batch(micro_step)
         if self.inversion is not None:
-            inv = self.config.inversion
-            mods = draw_modifiers(batch.item_keys, inv.modifiers, inv.modifier_fraction, self.config.run.seed,
-                                  micro_step)
             with autocast(self.device, self.config.run.amp):
-                return inversion_loss(self.encoder, self.inversion, batch, self.logit_scale(), self.dist, self.device,
-                                      mods)
+                return inversion_loss(self.encoder, self.inversion, batch, self.logit_scale(), self.dist, self.device)
         with autocast(self.device, self.config.run.amp):
             text = encode_texts(self.encoder, batch.captions, max_words=self.config.data.max_words)
             windows = encode_batch(self.encoder, batch.modality, batch.media)

@@ -234,3 +234,16 @@ def test_composed_by_inversion(backend, demo_index, tmp_path):
     assert [h.path for h in res.hits] == [h.path for h in want]
     res = own.composed_search(demo_index.videos[0], "moving left", 0.5, ["video"], 2, "inversion")
     assert res.ok and {h.modality.value for h in res.hits} == {"video"}
+
+
+def test_composed_tab_starts_on_inversion_only_when_a_network_is_at_hand(backend, tmp_path):
+    from mmretrieve.demo.handlers import DemoBackend
+
+    assert backend.default_composed_method() == "arithmetic"  # tiny-random ships no network
+    assert DemoBackend(backend.retriever, inversion=str(tmp_path / "inv.safetensors")).default_composed_method() == \
+        "inversion"
+    sample = mmr.Retriever.create("sample")
+    try:
+        assert DemoBackend(sample).default_composed_method() == "inversion"  # the sample model ships one
+    finally:
+        sample.close()

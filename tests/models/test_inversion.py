@@ -88,19 +88,27 @@ def test_marker_after_the_text_fills_the_pseudo_tokens_there(enc):
     assert net.prompts(["5* hotel"], template="a * , {text}") == ["a * * , 5* hotel"]  # marker first: text kept
 
 
-def test_train_features_put_modifiers_into_the_template(enc):
+def test_prompt_plus_text_adds_the_modification_vector(enc):
     torch.manual_seed(0)
-    net = TextualInversion(config_for(enc, template="{text} a *")).eval()
-    refs = torch.nn.functional.normalize(torch.randn(3, enc.dim), dim=-1)
+    net = TextualInversion(config_for(enc, template="{text} a *", compose="prompt+text")).eval()
+    refs = torch.nn.functional.normalize(torch.randn(2, enc.dim), dim=-1)
+    texts = ["make it red", " make it a circle "]
     with torch.no_grad():
-        got = net.train_features(enc, refs, [None, "make it blue", None])
-        pseudo = net.pseudo_tokens(refs)
-        want = encode_text_with_pseudo_tokens(enc, ["a photo of *", "make it blue a *", "a photo of *"], pseudo)
-        plain = net.train_features(enc, refs)
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    torch.testing.assert_close(plain[[0, 2]], got[[0, 2]], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="3 references for 2 modifiers"):
-        net.train_features(enc, refs, [None, None])
+        got = net.compose(enc, refs, texts)
+        prompt = net.with_query(compose="prompt").compose(enc, refs, texts)
+        want = torch.nn.functional.normalize(prompt + enc.encode_text(["make it red", "make it a circle"]), dim=-1)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert float((got - prompt).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="InversionConfig.compose='sum': choose one of prompt, prompt\\+text"):
+        config_for(enc, compose="sum")
+
+
+def test_with_query_shares_the_weights_and_changes_only_the_query(enc):
+    net = TextualInversion(config_for(enc, hidden_dim=8)).eval()
+    other = net.with_query(template="{text} a *", compose="prompt+text")
+    assert other.mapper is net.mapper and not other.training and other.source == net.source
+    assert (other.config.template, other.config.compose) == ("{text} a *", "prompt+text")
+    assert net.config.template == PIC2WORD_TEMPLATE and net.config.compose == "prompt"
 
 
 def test_save_load_roundtrip_and_checks(enc, tmp_path):

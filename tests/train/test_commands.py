@@ -21,7 +21,7 @@ def test_quickstart_offline_finds_a_matching_top_hit_for_all_9_queries(tmp_path,
     assert args.run(args) == 0
     out = capsys.readouterr().out
     for kind in ("text -> image", "text -> video", "text -> audio", "image -> image", "audio -> audio",
-                 "image + text (composed"):
+                 "image + text (composed by textual inversion)"):
         assert f"\n[{kind}" in out
     assert out.count("\n[") == 9, out
     assert "\n9/9 queries have a matching top hit." in out, out

@@ -53,6 +53,7 @@ def test_only_the_mapping_network_trains_and_is_written(image_folder, tmp_path):
     assert sorted(os.listdir(ckpt)) == ["inversion.safetensors", "optimizer.pt", "state.json", "trainer.safetensors"]
     net = TextualInversion.load(tmp_path / "run" / "inversion.safetensors")
     assert net.config.tokens == 2 and net.config.preset == "tiny-random" and net.config.input == "normalized"
+    assert net.config.compose == "prompt"
     for k, v in trainer.inversion.mapper.state_dict().items():
         assert torch.equal(net.mapper.state_dict()[k], v.cpu()), k
 
@@ -89,6 +90,8 @@ def test_shipped_recipes_parse():
     assert (cfg.inversion.hidden_dim, cfg.inversion.layers, cfg.inversion.prompt) == (512, 2, "a photo of *")
     sample = override(load_recipe("pic2word-sample"), {"data.root": "x"})
     assert sample.model.preset == "sample" and sample.data.tasks == ("image", "video")
+    assert (sample.inversion.tokens, sample.inversion.template, sample.inversion.compose) == (3, "{text} a *",
+                                                                                              "prompt+text")
 
 
 # ------------------------------------------------------------------ training from a saved index
@@ -186,39 +189,3 @@ def test_train_command_index_flag_takes_the_index_preset(saved_index, tmp_path):
     assert "trained 2 steps" in done.stdout
     assert TextualInversion.load(out / "inversion.safetensors").config.preset == "tiny-random"
 
-
-def test_modifiers_are_drawn_per_item_from_seed_and_step():
-    from mmretrieve.train.inversion import draw_modifiers
-
-    mods = ("make it red", "make it blue")
-    a = draw_modifiers(range(200), mods, 0.5, seed=0, step=3)
-    assert a == draw_modifiers(range(200), mods, 0.5, seed=0, step=3)
-    assert a != draw_modifiers(range(200), mods, 0.5, seed=0, step=4)
-    assert {m for m in a} == {None, *mods} and 70 < sum(m is None for m in a) < 130
-    assert draw_modifiers(range(5), mods, 1.0, seed=0, step=0).count(None) == 0
-    assert draw_modifiers(range(5), mods, 0.0, seed=0, step=0) is None
-    assert draw_modifiers(range(5), (), 0.5, seed=0, step=0) is None
-
-
-def test_modifier_context_run_trains_and_resumes_exactly(image_folder, tmp_path):
-    extra = {"inversion.modifiers": ["make it red", "make it a circle"], "inversion.modifier_fraction": 0.5,
-             "inversion.template": "{text} a *"}
-    full = train(_config(image_folder, str(tmp_path / "full"), **extra))
-    cut = _config(image_folder, str(tmp_path / "cut"), **extra)
-    assert train(cut, stop_after=2).step == 2
-    resumed = train(cut)
-    plain = train(_config(image_folder, str(tmp_path / "plain"), **{"inversion.template": "{text} a *"}))
-    for k, v in full.inversion.mapper.state_dict().items():
-        torch.testing.assert_close(resumed.inversion.mapper.state_dict()[k], v, rtol=0, atol=0)
-    assert any(not torch.equal(v, plain.inversion.mapper.state_dict()[k])
-               for k, v in full.inversion.mapper.state_dict().items())
-    assert TextualInversion.load(tmp_path / "full" / "inversion.safetensors").config.template == "{text} a *"
-
-
-def test_modifier_config_errors(image_folder):
-    with pytest.raises(ValueError, match="inversion.modifiers=.*a list of non-empty modification phrases"):
-        _config(image_folder, None, **{"inversion.modifiers": ["make it red", " "]})
-    with pytest.raises(ValueError, match="may not contain the marker"):
-        _config(image_folder, None, **{"inversion.modifiers": ["make * red"]})
-    with pytest.raises(ValueError, match="inversion.modifier_fraction=1.5: a number in \\[0, 1\\]"):
-        _config(image_folder, None, **{"inversion.modifier_fraction": 1.5})
