@@ -41,7 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    # argparse fills an optional positional before it sees the options, so `search INDEX --file ref.jpg
+    # "that is red"` would leave the words over; a command names such a positional in `late_positional`
+    late = getattr(args, "late_positional", None)
+    if late and len(extras) == 1 and not extras[0].startswith("-") and getattr(args, late) is None:
+        setattr(args, late, extras.pop())
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         return int(args.run(args) or 0)
     except (MMRError, FileNotFoundError, FileExistsError, ValueError) as e:

@@ -118,6 +118,12 @@ def test_search_command_method_inversion(setup):
     want = r.search(mmr.Composed(image=ref, text="that is red", method="inversion", inversion=path),
                     modality="image", k=2)
     assert [h["path"] for h in hits] == [h.path for h in want]
+    after = _cli("search", index_path, "--file", ref, "that is red", "--method", "inversion", "--inversion", path,
+                 "--modality", "image", "-k", "2", "--json")  # the words after --file, as the README writes it
+    assert after.returncode == 0, after.stderr
+    assert after.stdout == out.stdout
+    extra = _cli("search", index_path, "that is red", "--file", ref, "more words")
+    assert extra.returncode == 2 and "unrecognized arguments: more words" in extra.stderr
     bad = _cli("search", index_path, "that is red", "--file", ref, "--method", "inversion", "--weight", "0.3")
     assert bad.returncode != 0 and "--weight applies to --method arithmetic only" in bad.stderr
     bad = _cli("search", index_path, "that is red", "--method", "inversion")

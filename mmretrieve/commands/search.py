@@ -20,7 +20,7 @@ def register(sub) -> None:
                         "a pseudo word in a prompt; default: %(default)s)")
     p.add_argument("--inversion", metavar="PATH", default=None,
                    help="inversion network (.safetensors, or Pic2Word's .pt); default: the one shipped for the preset")
-    p.add_argument("--template", default=None, help="inversion prompt with '*' and '{text}' (default: 'a photo of * , {text}')")
+    p.add_argument("--template", default=None, help="inversion prompt with '*' and '{text}' (default: the network's; Pic2Word's is 'a photo of * , {text}')")
     add_modality(p, "only results of this modality (repeatable)")
     p.add_argument("-k", type=int, default=10, help="number of results (default: %(default)s)")
     p.add_argument("--where", action="append", metavar="KEY=VALUE", help="metadata filter (repeatable)")
@@ -34,7 +34,7 @@ def register(sub) -> None:
                    help="collapse hits more similar than cosine T to a better hit (see `mmretrieve duplicates`)")
     add_pretrained(p)
     add_device(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, late_positional="text")
 
 
 def build_query(text: str | None, file: str | None, weight: float | None, method: str = "arithmetic",
