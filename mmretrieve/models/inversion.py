@@ -11,6 +11,10 @@ causal transformer, final norm, pooled token, projection), i.e. the presets ``sa
 Towers whose text side is a Hugging Face model (``CustomTextCLIP``) are refused with
 :class:`InversionUnsupportedError`.
 
+A network records its query: the template and how it composes (``COMPOSE_MODES``: the prompt's
+vector, Pic2Word's query, or that plus the modification text's own vector). The ``sample`` preset ships
+one (``SHIPPED_INVERSION``).
+
 Two kinds of networks are read: our own (safetensors written by :meth:`TextualInversion.save`) and
 Pic2Word's released checkpoint for OpenAI ViT-L/14 (:func:`load_pic2word`, ``torch.load`` with
 ``weights_only=True``; every key consumed or named as ignored, every shape checked).
