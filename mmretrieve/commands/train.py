@@ -47,6 +47,9 @@ def _overrides(args: argparse.Namespace) -> dict:
         rec = index_encoder_record(args.index)
         out.update({"data.kind": "index", "data.root": args.index, "inversion.input": "normalized"})
         if not args.preset:
+            if rec["preset_file"]:
+                raise ValueError(f"--index {args.index}: the index was built from a preset JSON file (preset "
+                                 f"{rec['preset']!r}); give that file with --preset PATH")
             out["model.preset"] = rec["preset"]
             if rec["weights_path"] is not None:
                 from ..retriever import recorded_weights

@@ -46,7 +46,9 @@ def _open(path: str) -> UnifiedIndex:
 
 
 def index_encoder_record(path: str | os.PathLike) -> dict:
-    """The encoder record of a saved index: ``{"preset", "weights_path", "video_head"}``."""
+    """The encoder record of a saved index: ``{"preset", "weights_path", "video_head", "preset_file"}``;
+    ``preset_file`` is True when the index was built from a preset JSON file (its name alone does not
+    rebuild it)."""
     path = os.fspath(path)
     index = _open(path)
     try:
@@ -58,7 +60,8 @@ def index_encoder_record(path: str | os.PathLike) -> dict:
         raise EncoderMismatchError(f"{path}: not an mmretrieve retriever index (no encoder record)")
     video = enc.get("video")
     return {"preset": enc["preset"], "weights_path": fp.get("weights_path"),
-            "video_head": video.get("head") if isinstance(video, dict) else None}
+            "video_head": video.get("head") if isinstance(video, dict) else None,
+            "preset_file": fp.get("preset_definition") is not None}
 
 
 def load_index_vectors(path: str | os.PathLike, encoder, tasks: Sequence[str], *, val_fraction: float,

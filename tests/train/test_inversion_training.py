@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,25 @@ def test_train_command_index_flag_takes_the_index_preset(saved_index, tmp_path):
     assert "trained 2 steps" in done.stdout
     assert TextualInversion.load(out / "inversion.safetensors").config.preset == "tiny-random"
 
+
+
+def test_train_command_index_from_a_preset_file_asks_for_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    import mmretrieve as mmr
+
+    data = json.loads((Path(mmr.__file__).parent / "presets" / "tiny-random.json").read_text())
+    preset = tmp_path / "mine.json"
+    preset.write_text(json.dumps({**data, "name": "mine"}))
+    index = str(tmp_path / "mine.mmr")
+    mmr.Retriever.create(str(preset), path=index).close()
+    run = subprocess.run([sys.executable, "-m", "mmretrieve", "train", "--recipe", "pic2word", "--index", index,
+                          "--print-config"], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert f"--index {index}: the index was built from a preset JSON file (preset 'mine'); give that file with " \
+           f"--preset PATH" in run.stderr
+    given = subprocess.run([sys.executable, "-m", "mmretrieve", "train", "--recipe", "pic2word", "--index", index,
+                            "--preset", str(preset), "--print-config"], capture_output=True, text=True)
+    assert given.returncode == 0, given.stderr
+    assert json.loads(given.stdout)["model"]["preset"] == str(preset)
