@@ -14,14 +14,15 @@ open (the unfinished save is discarded). Leftover .tmp-* dirs of dead processes 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 from ..errors import IndexCorruptError
 
-__all__ = ["MANIFEST_NAME", "CACHE_NAME", "FORMAT_NAME", "FORMAT_VERSION", "atomic_write_bytes",
+__all__ = ["MANIFEST_NAME", "CACHE_NAME", "FORMAT_NAME", "FORMAT_VERSION", "atomic_file", "atomic_write_bytes",
            "fsync_dir", "sibling_name", "TMP_TAG", "OLD_TAG", "write_manifest", "read_manifest", "recover_interrupted_save", "sibling_candidates",
            "leftover_siblings"]
 
@@ -41,24 +42,31 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str, chunks: list[bytes | memoryview]) -> None:
-    """Write a file so readers and crashes only ever see the old or the complete new content."""
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[BinaryIO]:
+    """A seekable binary file to write ``path`` through: its content replaces ``path`` (fsynced,
+    renamed, directory fsynced) only when the block completes, so readers and crashes see the old
+    or the complete new file; on any exception the temporary file is removed and ``path`` untouched."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     fsync_dir(directory)
+
+
+def atomic_write_bytes(path: str, chunks: list[bytes | memoryview]) -> None:
+    """Write a file so readers and crashes only ever see the old or the complete new content."""
+    with atomic_file(path) as f:
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def write_manifest(index_dir: str, *, dim: int, factory: str, fingerprint: dict) -> None:

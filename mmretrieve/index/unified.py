@@ -806,12 +806,13 @@ class UnifiedIndex:
             if self.path is None:
                 raise ValueError("this index is in memory: pass save(path) to write it to disk")
             self._check_writable()
-            with self._read():
-                if self._cache_gen != self._store.generation():
-                    gen = self._write_cache(self.path, self._store.meta()["uuid"])
-                    if gen is not None:
-                        self._cache_gen = gen
-            self._store.checkpoint()
+            with self._mutex:  # the connection is shared: the checkpoint must not run inside a search
+                with self._read():
+                    if self._cache_gen != self._store.generation():
+                        gen = self._write_cache(self.path, self._store.meta()["uuid"])
+                        if gen is not None:
+                            self._cache_gen = gen
+                self._store.checkpoint()
             return
         self._save_snapshot(target)
 
@@ -871,11 +872,12 @@ class UnifiedIndex:
                 except (MMRError, OSError, sqlite3.Error):
                     pass  # the database is the source of truth; the cache is rebuilt on open
         finally:
-            self._closed = True
-            self._store.close()
-            if self._lock is not None:
-                self._lock.release()
-            self._faiss = None
+            with self._mutex:  # not while another thread is inside a search
+                self._closed = True
+                self._store.close()
+                if self._lock is not None:
+                    self._lock.release()
+                self._faiss = None
 
     def __enter__(self) -> "UnifiedIndex":
         return self

@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from ..errors import IndexCorruptError, MMRError
-from .layout import fsync_dir
+from .layout import atomic_file
 
 __all__ = ["IndexTrainingError", "make_faiss_index", "validate_factory", "train_index",
            "write_cache", "read_cache", "search_index", "remove_ids", "IdFilter"]
@@ -71,41 +71,28 @@ def write_cache(path: str, index: faiss.IndexIDMap2, *, generation: int, uuid: s
     """Write the cache atomically, streaming faiss's bytes to disk (hashed on the way) instead of
     serialising the whole index in memory first: the header is a fixed-size slot, JSON padded with
     spaces, filled in once the payload's length and sha256 are known."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC)
-            f.write(struct.pack("<Q", _HEADER_SLOT))
-            f.write(b" " * _HEADER_SLOT)
-            digest = hashlib.sha256()
-            nbytes = 0
+    with atomic_file(path) as f:
+        f.write(MAGIC)
+        f.write(struct.pack("<Q", _HEADER_SLOT))
+        f.write(b" " * _HEADER_SLOT)
+        digest = hashlib.sha256()
+        nbytes = 0
 
-            def sink(chunk: bytes) -> int:
-                nonlocal nbytes
-                digest.update(chunk)
-                nbytes += len(chunk)
-                return f.write(chunk)
+        def sink(chunk: bytes) -> int:
+            nonlocal nbytes
+            digest.update(chunk)
+            nbytes += len(chunk)
+            return f.write(chunk)
 
-            faiss.write_index(index, faiss.PyCallbackIOWriter(sink, _BLOCK))
-            header = json.dumps({
-                "format": 1, "generation": int(generation), "uuid": uuid, "dim": int(dim), "factory": factory,
-                "ntotal": int(index.ntotal), "nbytes": nbytes, "sha256": digest.hexdigest(),
-            }, sort_keys=True).encode("utf-8")
-            if len(header) > _HEADER_SLOT:
-                raise ValueError(f"cache header of {len(header)} bytes does not fit its {_HEADER_SLOT}-byte slot")
-            f.seek(len(MAGIC) + 8)
-            f.write(header.ljust(_HEADER_SLOT, b" "))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(directory)
+        faiss.write_index(index, faiss.PyCallbackIOWriter(sink, _BLOCK))
+        header = json.dumps({
+            "format": 1, "generation": int(generation), "uuid": uuid, "dim": int(dim), "factory": factory,
+            "ntotal": int(index.ntotal), "nbytes": nbytes, "sha256": digest.hexdigest(),
+        }, sort_keys=True).encode("utf-8")
+        if len(header) > _HEADER_SLOT:
+            raise ValueError(f"cache header of {len(header)} bytes does not fit its {_HEADER_SLOT}-byte slot")
+        f.seek(len(MAGIC) + 8)  # patch the header slot now that length and checksum are known
+        f.write(header.ljust(_HEADER_SLOT, b" "))
 
 
 def read_cache(path: str, *, dim: int, factory: str | None) -> tuple[faiss.IndexIDMap2, dict[str, Any]]:

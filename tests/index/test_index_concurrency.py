@@ -1,4 +1,4 @@
-"""Writer lock and readers in other processes (subprocesses, not threads)."""
+"""Writer lock and readers in other processes (subprocesses), and threads sharing one index."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -176,3 +177,38 @@ def test_index_dropped_without_close_releases_lock(on_disk):
     gc.collect()
     with UnifiedIndex.open(on_disk) as again:
         assert len(again) == 51
+
+
+def test_threads_search_while_save_checkpoints(tmp_path):
+    """save() checkpoints the WAL on the connection the searching threads share: it must wait for
+    them (a checkpoint inside a thread's read snapshot broke that snapshot's COMMIT)."""
+    ix = UnifiedIndex.create(DIM, FP, path=str(tmp_path / "idx"))
+    ix.add(unit_vectors(300), make_records(300))
+    errors: list[str] = []
+    stop = threading.Event()
+    q = unit_vectors(4, seed=3)
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                hits = ix.search(q, k=5)
+                assert [len(h) for h in hits] == [5, 5, 5, 5]
+                len(ix)
+            except Exception as exc:  # noqa: BLE001 - any failure in a reader is the defect
+                errors.append(repr(exc))
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for r in range(60):
+            ix.add(unit_vectors(20, seed=100 + r), make_records(20, f"r{r}_"))
+            ix.save()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert len(ix) == 300 + 60 * 20
+    ix.close()
