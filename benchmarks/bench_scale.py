@@ -10,13 +10,21 @@ index.tuning.offset_queries) with exact top-10 ground truth computed by brute fo
 is measured in fresh processes (so RSS is its own): one builds the index through UnifiedIndex (one
 batch, so one choice / tuning at the end), one reopens it read-only and searches.
 
-Columns: build (add + choose/train/tune, s), disk bytes per vector (whole directory) and its ratio to
-the raw float32 vector, reopen + first search (s), RSS after the searches (MB), recall@10 vs exact,
-q/s at batch 1 and 64, filtered-search latency (ms at batch 1, modality="image" = 1/4 of the
-items, where={"shard": 3} = 1/10; the first query with a new filter, which evaluates it in SQL, is
-timed separately), and UnifiedIndex.search time over raw faiss search on the same
-structure and parameters (batch 1). Before starting, the memory available is printed and a run
-whose estimated peak exceeds --memory-limit is refused.
+A structure written NAME@float16 stores the vectors as float16 (UnifiedIndex.create(vector_dtype=...)).
+
+Columns: build (add + choose/train/tune, s); disk bytes per vector, every file of the directory
+counted, its ratio to the raw float32 vector, and the split SQLite vector pages / SQLite metadata
+pages / vectors.faiss / rerank.vec; reopen + first search (s); RSS after the searches (MB, and its
+anonymous part: the mapped re-rank file and SQLite pages are file-backed, evictable page cache);
+recall@10 vs exact; q/s at batch 1 and 64; search ms at batch 1; filtered-search latency (ms at
+batch 1, modality="image" = 1/4 of the items, where={"shard": 3} = 1/10) and the modality figure
+over the unfiltered one; the first query with each filter in a fresh process (evaluated in SQL);
+a filtered query right after a write in a writer that had used the filter before (its id set
+carried forward, not re-scanned); and UnifiedIndex.search time over "raw": faiss searched directly
+on the same structure and parameters for the same candidates (k x re-rank depth) plus the same
+re-rank in numpy from the same rerank.vec mapping (plain faiss search for a structure that does not
+re-rank), batch 1. Before starting, the memory available is printed and a run whose estimated peak
+exceeds --memory-limit is refused.
 """
 from __future__ import annotations
 
@@ -63,6 +71,24 @@ def _dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
 
+def _disk_split(path: str) -> dict:
+    """Bytes of the SQLite vector pages, the other SQLite pages, the faiss cache and the re-rank file."""
+    import sqlite3
+
+    conn = sqlite3.connect(os.path.join(path, "meta.sqlite"))
+    vec = conn.execute("SELECT SUM(pgsize) FROM dbstat WHERE name = 'vectors'").fetchone()[0] or 0
+    conn.close()
+    sqlite_total = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.startswith("meta.sqlite"))
+    size = lambda name: os.path.getsize(os.path.join(path, name)) if os.path.exists(os.path.join(path, name)) else 0  # noqa: E731
+    return {"sqlite_vectors": vec, "sqlite_meta": sqlite_total - vec, "faiss": size("vectors.faiss"),
+            "rerank": size("rerank.vec"), "total": _dir_bytes(path)}
+
+
+def _parse_structure(text: str) -> tuple[str, str]:
+    name, _, dtype = text.partition("@")
+    return name, dtype or "float32"
+
+
 def _data_kwargs(args) -> dict:
     return {"clusters": args.clusters, "spread": 0.8, "seed": 0}
 
@@ -76,12 +102,13 @@ def build(args) -> dict:
     from mmretrieve.testing.vectors import iter_clustered_unit_vectors
 
     faiss.omp_set_num_threads(args.threads)
-    path = os.path.join(args.work, args.structure.replace(",", "_"))
+    path = os.path.join(args.work, args.structure.replace(",", "_").replace("@", "_"))
     shutil.rmtree(path, ignore_errors=True)
     cfg = TuningConfig(max_memory=parse_memory(args.max_memory), flat_below=args.flat_below)
+    factory, vector_dtype = _parse_structure(args.structure)
     t0 = time.perf_counter()
-    ix = UnifiedIndex.create(args.dim, FP, factory=args.structure if args.structure != "auto" else AUTO,
-                             path=path, tuning=cfg)
+    ix = UnifiedIndex.create(args.dim, FP, factory=factory if factory != "auto" else AUTO,
+                             path=path, tuning=cfg, vector_dtype=vector_dtype)
     lo = 0
     with ix.batch():
         for vecs in iter_clustered_unit_vectors(args.n, args.dim, chunk=CHUNK, **_data_kwargs(args)):
@@ -89,8 +116,9 @@ def build(args) -> dict:
             lo += len(vecs)
     t_add = time.perf_counter() - t0  # includes the choice + tuning run when the batch commits
     ix.close()
-    return {"build_s": t_add, "bytes_per_vector": _dir_bytes(path) / args.n,
-            "build_peak_rss_mb": _peak_mb(), "path": path}
+    disk = _disk_split(path)
+    return {"build_s": t_add, "bytes_per_vector": disk["total"] / args.n,
+            "split": {k: v / args.n for k, v in disk.items()}, "build_peak_rss_mb": _peak_mb(), "path": path}
 
 
 def _peak_mb() -> float:
@@ -103,11 +131,12 @@ def search(args) -> dict:
     import faiss
 
     from mmretrieve.index import UnifiedIndex
+    from mmretrieve.index.rerank import open_rerank
     from mmretrieve.index.tuning import Plan, apply_search_params, recall_at
     from mmretrieve.index.vectors import read_cache
 
     faiss.omp_set_num_threads(args.threads)
-    path = os.path.join(args.work, args.structure.replace(",", "_"))
+    path = os.path.join(args.work, args.structure.replace(",", "_").replace("@", "_"))
     q = np.load(os.path.join(args.work, "queries.npy"))
     truth = np.load(os.path.join(args.work, "truth.npy"))
     t0 = time.perf_counter()
@@ -150,15 +179,43 @@ def search(args) -> dict:
     plan = Plan(structure=info["structure"], nprobe=info["params"].get("nprobe"),
                 ef_search=info["params"].get("efSearch"))
     apply_search_params(raw, plan, True)
-    raw.search(q[:1], 10)
+    depth = info["params"].get("rerank", 0)
+    table = open_rerank(os.path.join(path, "rerank.vec"), dim=args.dim).data if depth else None
+
+    def raw_search(x: np.ndarray) -> np.ndarray:
+        if table is None:
+            return raw.search(x, 10)[1]
+        _, lab = raw.search(x, 10 * depth)
+        cand = np.asarray(table[lab[0]], dtype=np.float32)  # same mapping, same precision
+        return lab[0][np.argsort(-(cand @ x[0]), kind="stable")[:10]]
+
+    raw_search(q[:1])
     t0 = time.perf_counter()
     for i in range(n1):
-        raw.search(q[i:i + 1], 10)
+        raw_search(q[i:i + 1])
     t_raw = (time.perf_counter() - t0) / n1
+    after_write = _filter_after_write(path, q)
     return {"reopen_first_s": reopen, "rss_mb": rss, "recall": recall, "qps1": 1 / t_ours, "qps64": qps64,
             "filter_modality_ms": 1000 * t_mod, "filter_where_ms": 1000 * t_where, "anon_mb": anon,
-            "first_filter_ms": 1000 * max(cold_mod, cold_where), "search_ms": 1000 * t_ours,
-            "overhead": t_ours / t_raw, "structure": info["description"]}
+            "first_mod_ms": 1000 * cold_mod, "first_where_ms": 1000 * cold_where, "search_ms": 1000 * t_ours,
+            "after_write_ms": after_write, "overhead": t_ours / t_raw, "structure": info["description"]}
+
+
+def _filter_after_write(path: str, q: np.ndarray) -> float:
+    """ms of a modality-filtered query right after a 64-row write, in a writer that used the filter
+    before the write (the last measurement: the writer's close extends the caches)."""
+    from mmretrieve.index import UnifiedIndex
+    from mmretrieve.testing.vectors import iter_clustered_unit_vectors
+
+    with UnifiedIndex.open(path) as ix:
+        ix.search(q[:1], k=10, modality="image")
+        extra = next(iter(iter_clustered_unit_vectors(64, q.shape[1], chunk=64, clusters=10, seed=5)))
+        ix.add(extra, _records(10**9, 64))
+        t0 = time.perf_counter()
+        hits = ix.search(q[1:2], k=10, modality="image")[0]
+        took = time.perf_counter() - t0
+        assert len(hits) == 10 and all(h.modality.value == "image" for h in hits)
+    return 1000 * took
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -239,9 +296,10 @@ def main() -> None:
     print(f"n={args.n} dim={args.dim} queries={args.queries} (ground truth {time.perf_counter() - t0:.1f} s), "
           f"faiss threads {args.threads}", flush=True)
     rows = []
-    head = ("| structure | build s | bytes/vector (x raw) | reopen+1st s | RSS MB (anon) | recall@10 | q/s b1 | "
-            "q/s b64 | search ms | modality ms | where ms | first filter ms | search/raw faiss |")
-    print(head + "\n|" + "---|" * 13, flush=True)
+    head = ("| structure | build s | disk B/vector (x raw) | sqlite vec / sqlite meta / faiss / rerank B | "
+            "reopen+1st s | RSS MB (anon) | recall@10 | q/s b1 | q/s b64 | search ms | modality ms (x unfiltered) | "
+            "where ms | 1st modality / 1st where ms | filter after write ms | search / raw faiss+re-rank |")
+    print(head + "\n|" + "---|" * 15, flush=True)
     for structure in args.structures.split(";"):
         try:
             b = _run_worker(args, "build", structure)
@@ -252,11 +310,15 @@ def main() -> None:
         row = {"name": structure, **b, **s}
         rows.append(row)
         raw = 4 * args.dim
+        sp = row["split"]
         print(f"| {structure} → {row['structure']} | {row['build_s']:.0f} | {row['bytes_per_vector']:.0f} "
-              f"({row['bytes_per_vector'] / raw:.2f}) | {row['reopen_first_s']:.2f} | {row['rss_mb']:.0f} "
+              f"({row['bytes_per_vector'] / raw:.2f}) | {sp['sqlite_vectors']:.0f} / {sp['sqlite_meta']:.0f} / "
+              f"{sp['faiss']:.0f} / {sp['rerank']:.0f} | {row['reopen_first_s']:.2f} | {row['rss_mb']:.0f} "
               f"({row['anon_mb']:.0f}) | {row['recall']:.3f} | {row['qps1']:.1f} | {row['qps64']:.1f} | "
-              f"{row['search_ms']:.1f} | {row['filter_modality_ms']:.1f} | {row['filter_where_ms']:.1f} | "
-              f"{row['first_filter_ms']:.0f} | {row['overhead']:.2f} |", flush=True)
+              f"{row['search_ms']:.2f} | {row['filter_modality_ms']:.2f} "
+              f"({row['filter_modality_ms'] / row['search_ms']:.2f}) | {row['filter_where_ms']:.2f} | "
+              f"{row['first_mod_ms']:.0f} / {row['first_where_ms']:.0f} | {row['after_write_ms']:.1f} | "
+              f"{row['overhead']:.2f} |", flush=True)
         if not args.keep:
             shutil.rmtree(b["path"], ignore_errors=True)
     if args.json:

@@ -1,11 +1,13 @@
 """SQLite metadata store: the source of truth of an index (rows, user metadata AND vectors).
 
 Tables
-  meta(key, value)        schema_version, dim, factory, fingerprint (JSON), uuid
+  meta(key, value)        schema_version, dim, factory, fingerprint (JSON), uuid, vector_dtype
+                          ("float32" default / absent, or "float16": half the bytes per stored vector)
   state(generation)       bumped once per write transaction; the faiss cache records the generation
                           it reflects and catches up from here
   items(id, gen, path, modality, seg_start, seg_end, content_hash, mtime, size, metadata JSON)
-  vectors(id, vector)     float32 little-endian blob of length 4*dim, same id as items
+  vectors(id, vector)     little-endian float32 (4*dim bytes) or float16 (2*dim) blob, same id as
+                          items; read back as float32 either way
   removed(id, gen)        tombstones, so a stale faiss cache can drop removed ids without a rebuild
 
 WAL journal (readers in other processes see only committed transactions and never block the
@@ -24,13 +26,14 @@ import numpy as np
 
 from ..errors import IndexCorruptError
 
-__all__ = ["MetadataStore", "SCHEMA_VERSION", "DB_NAME"]
+__all__ = ["MetadataStore", "SCHEMA_VERSION", "DB_NAME", "VECTOR_DTYPES"]
 
 SCHEMA_VERSION = 1
 DB_NAME = "meta.sqlite"
 _CHUNK = 50_000
 PAGE_SIZE = 65536  # a 4*dim-byte vector row no longer takes a 4 KB page of its own (dim 512: 31 rows/page)
-_MMAP_SIZE = 1 << 40  # read pages through the OS page cache without copying
+_MMAP_SIZE = 1 << 40
+VECTOR_DTYPES = {"float32": "<f4", "float16": "<f2"}  # read pages through the OS page cache without copying
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,12 +75,27 @@ class MetadataStore:
         self.readonly = readonly
         self._depth = 0
         self._bumped = False
+        self._vec_dtype = np.dtype("<f4")  # set from meta 'vector_dtype' by create() / connect()
+
+    def _load_vector_dtype(self) -> None:
+        name = self.get_meta("vector_dtype") or "float32"
+        if name not in VECTOR_DTYPES:
+            raise IndexCorruptError(f"{self.location}: meta vector_dtype={name!r} is not one of {sorted(VECTOR_DTYPES)}")
+        self._vec_dtype = np.dtype(VECTOR_DTYPES[name])
+
+    @property
+    def vector_dtype(self) -> str:
+        """Precision of the stored vectors: "float32" or "float16"."""
+        return "float16" if self._vec_dtype == np.dtype("<f2") else "float32"
 
     # ---------------------------------------------------------------- opening
     @classmethod
     def create(cls, db_path: str | None, *, dim: int, factory: str, fingerprint: dict,
-               uuid: str) -> "MetadataStore":
-        """Create the schema in a new database file (or ':memory:' when db_path is None)."""
+               uuid: str, vector_dtype: str = "float32") -> "MetadataStore":
+        """Create the schema in a new database file (or ':memory:' when db_path is None); vectors
+        are stored as ``vector_dtype`` ("float32" or "float16")."""
+        if vector_dtype not in VECTOR_DTYPES:
+            raise ValueError(f"vector_dtype={vector_dtype!r} must be one of {sorted(VECTOR_DTYPES)}")
         location = ":memory:" if db_path is None else db_path
         conn = sqlite3.connect(location, isolation_level=None, check_same_thread=False)
         store = cls(conn, location, readonly=False)
@@ -88,8 +106,9 @@ class MetadataStore:
             conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
                 ("schema_version", str(SCHEMA_VERSION)), ("dim", str(int(dim))),
                 ("factory", factory), ("fingerprint", json.dumps(fingerprint, sort_keys=True)),
-                ("uuid", uuid)])
+                ("uuid", uuid)] + ([("vector_dtype", vector_dtype)] if vector_dtype != "float32" else []))
             conn.execute("INSERT INTO state (one, generation) VALUES (0, 0)")
+        store._load_vector_dtype()
         return store
 
     @classmethod
@@ -106,6 +125,7 @@ class MetadataStore:
             store = cls(conn, db_path, readonly)
             store._configure()
             store.check()
+            store._load_vector_dtype()
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -209,10 +229,16 @@ class MetadataStore:
     def counts_by_modality(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality").fetchall())
 
-    def filtered_ids(self, sql_filter: tuple[str, list]) -> np.ndarray:
+    def filtered_ids(self, sql_filter: tuple[str, list], *, since_gen: int | None = None) -> np.ndarray:
+        """Ids (ascending) of the rows matching the filter; with since_gen only those written after it."""
         clause, params = sql_filter
-        cur = self.conn.execute(f"SELECT id FROM items WHERE {clause}", params)
-        return np.fromiter((r[0] for r in cur), dtype=np.int64)
+        if since_gen is None:
+            cur = self.conn.execute(f"SELECT id FROM items WHERE {clause}", params)
+        else:
+            # the generation index: a few new rows, not every row of a modality
+            cur = self.conn.execute(f"SELECT id FROM items INDEXED BY items_gen WHERE gen > ? AND ({clause})",
+                                    [int(since_gen), *params])
+        return np.sort(np.fromiter((r[0] for r in cur), dtype=np.int64))
 
     def all_ids(self) -> np.ndarray:
         cur = self.conn.execute("SELECT id FROM items ORDER BY id")
@@ -260,11 +286,12 @@ class MetadataStore:
             joined = b"".join(r[1] for r in rows)
         except TypeError:
             joined = b""
-        if len(joined) != 4 * dim * len(rows):
-            bad = next(r[0] for r in rows if not isinstance(r[1], bytes) or len(r[1]) != 4 * dim)
+        size = self._vec_dtype.itemsize * dim
+        if len(joined) != size * len(rows):
+            bad = next(r[0] for r in rows if not isinstance(r[1], bytes) or len(r[1]) != size)
             raise IndexCorruptError(f"{self.location}: vector of id {bad} has the wrong size")
         found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(joined, dtype="<f4").reshape(len(rows), dim)
+        matrix = np.frombuffer(joined, dtype=self._vec_dtype).reshape(len(rows), dim).astype(np.float32, copy=False)
         return found, matrix
 
     def iter_vectors(self, dim: int, *, since_gen: int | None = None,
@@ -282,7 +309,8 @@ class MetadataStore:
             cur = self.conn.execute("SELECT v.id, v.vector FROM vectors v JOIN items i ON i.id = v.id ORDER BY v.id")
         else:
             cur = self.conn.execute(
-                "SELECT v.id, v.vector FROM items i JOIN vectors v ON v.id = i.id WHERE i.gen > ? ORDER BY i.id",
+                "SELECT v.id, v.vector FROM items i INDEXED BY items_gen JOIN vectors v ON v.id = i.id "
+                "WHERE i.gen > ? ORDER BY i.id",
                 (since_gen,))
         while True:
             rows = cur.fetchmany(chunk)
@@ -315,7 +343,8 @@ class MetadataStore:
         bad = []
         for id_, blob in self.conn.execute(
                 "SELECT v.id, v.vector FROM vectors v JOIN items i ON i.id = v.id ORDER BY v.id"):
-            if not isinstance(blob, bytes) or len(blob) != 4 * dim or not np.isfinite(np.frombuffer(blob, "<f4")).all():
+            if not isinstance(blob, bytes) or len(blob) != self._vec_dtype.itemsize * dim \
+                    or not np.isfinite(np.frombuffer(blob, self._vec_dtype)).all():
                 bad.append(int(id_))
         return tuple(bad)
 
@@ -359,9 +388,9 @@ class MetadataStore:
                               (json.dumps(ids[lo:lo + _CHUNK]),))
 
     def _decode(self, blob: bytes, dim: int, id_: int) -> np.ndarray:
-        if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+        if not isinstance(blob, bytes) or len(blob) != self._vec_dtype.itemsize * dim:
             raise IndexCorruptError(f"{self.location}: vector of id {id_} has the wrong size")
-        return np.frombuffer(blob, dtype="<f4")
+        return np.frombuffer(blob, dtype=self._vec_dtype).astype(np.float32, copy=False)
 
     # ---------------------------------------------------------------- writes (inside transaction())
     def insert(self, rows: Sequence[tuple], vectors: np.ndarray) -> list[int]:
@@ -373,7 +402,11 @@ class MetadataStore:
             "INSERT INTO items (id, gen, path, modality, seg_start, seg_end, content_hash, mtime, size, metadata)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(i, gen, *row) for i, row in zip(ids, rows)])
-        little = np.ascontiguousarray(vectors, dtype="<f4")
+        if self._vec_dtype != np.dtype("<f4") and len(vectors) \
+                and float(np.abs(vectors).max()) > float(np.finfo(self._vec_dtype).max):
+            raise ValueError(f"{self.location}: vectors with components beyond the float16 range (65504) "
+                             "cannot be stored in an index created with vector_dtype='float16'")
+        little = np.ascontiguousarray(vectors, dtype=self._vec_dtype)
         self.conn.executemany("INSERT INTO vectors (id, vector) VALUES (?, ?)",
                               [(i, little[n].tobytes()) for n, i in enumerate(ids)])
         return ids

@@ -21,11 +21,12 @@ import numpy as np
 
 __all__ = ["AUTO", "TuningConfig", "Plan", "parse_memory", "candidate_structures", "estimate_memory",
            "offset_queries", "recall_at", "ExactTopK", "apply_search_params", "tune_structure",
-           "initial_plan", "TUNE_K"]
+           "initial_plan", "TUNE_K", "TUNE_SEED", "exact_codes"]
 
 AUTO = "auto"
 TUNE_K = 10  # recall@10 is what the target means
 _GAP_SEED = 20_261_129
+TUNE_SEED = 7_919_003  # noise of the tuning queries: a stream no data generator of ours starts with
 _FIRST_TUNING = 1000  # a given factory string is first tuned at this many entries
 
 
@@ -36,7 +37,9 @@ class TuningConfig:
     target_recall: recall@10 against exact search the tuned structure must reach.
     max_memory: bytes the faiss structure may take in memory (None: 30 % of the raw vectors).
     tune: tune nprobe / efSearch (a user-given factory string too); False keeps faiss's defaults.
-    rerank: re-score this many candidates per requested hit with the exact stored vectors (0: off).
+    rerank: re-score at least this many candidates per requested hit with the stored vectors (0: off);
+        tuning also tries 2, 4 and 8 times as many and keeps the fastest depth that reaches the target.
+    rerank_dtype: precision of the re-rank copy of the vectors ("float16": half the bytes, "float32").
     flat_below: ``auto`` stays exact (Flat) while the index holds fewer entries than this.
     growth: re-choose when the index has grown this many times past the count of the last choice.
     queries: held-out queries used for tuning.
@@ -45,6 +48,7 @@ class TuningConfig:
     max_memory: int | None = None
     tune: bool = True
     rerank: int = 10
+    rerank_dtype: str = "float16"
     flat_below: int = 50_000
     growth: float = 4.0
     queries: int = 200
@@ -56,6 +60,8 @@ class TuningConfig:
             raise ValueError(f"max_memory={self.max_memory!r} must be a positive number of bytes")
         if int(self.rerank) < 0:
             raise ValueError(f"rerank={self.rerank!r} must be >= 0")
+        if self.rerank_dtype not in ("float16", "float32"):
+            raise ValueError(f"rerank_dtype={self.rerank_dtype!r} must be 'float16' or 'float32'")
         if int(self.flat_below) < 0 or float(self.growth) <= 1.0 or int(self.queries) < 10:
             raise ValueError("flat_below must be >= 0, growth > 1 and queries >= 10")
 
@@ -77,7 +83,8 @@ class Plan:
 
     structure: faiss factory string actually built ("Flat" when exact).
     nprobe / ef_search: tuned search parameters (None: not tuned).
-    rerank: candidates per requested hit re-scored with exact vectors (0: none).
+    rerank: candidates per requested hit re-scored with the stored vectors (0: none), in
+        rerank_dtype precision (plans made before the re-rank file existed re-scored float32).
     recall: recall@10 measured on held-out offset queries (None: not measured).
     count: entries when the plan was made; next_at: count at which it is re-chosen (None: never).
     note: why this plan (a fallback says which structure failed and the recall it reached).
@@ -86,6 +93,7 @@ class Plan:
     nprobe: int | None = None
     ef_search: int | None = None
     rerank: int = 0
+    rerank_dtype: str = "float32"
     recall: float | None = None
     target: float | None = None
     count: int = 0
@@ -117,7 +125,7 @@ class Plan:
         if self.ef_search is not None:
             parts.append(f"efSearch={self.ef_search}")
         if self.rerank:
-            parts.append(f"re-rank x{self.rerank} exact")
+            parts.append(f"re-rank x{self.rerank} {self.rerank_dtype}")
         if self.recall is not None:
             parts.append(f"recall@10={self.recall:.3f} (target {self.target:.2f}, {self.count} entries)")
         if self.note:
@@ -143,6 +151,12 @@ def parse_memory(text: str | int | None) -> int | None:
     return int(value)
 
 
+def exact_codes(structure: str) -> bool:
+    """True when the structure keeps the float32 vectors themselves (``Flat``, ``IVF..,Flat``,
+    ``HNSW..,Flat``): its scores are already exact, re-ranking could only round them."""
+    return structure.split(",")[-1].strip() == "Flat"
+
+
 def initial_plan(factory: str, config: TuningConfig) -> Plan:
     """The plan of a new, empty index."""
     if factory == AUTO:
@@ -154,7 +168,7 @@ def initial_plan(factory: str, config: TuningConfig) -> Plan:
         note = f"not tuned yet (at {_FIRST_TUNING} entries): searches every list / a wide beam"
     else:
         note = "not tuned (tune=False): faiss default search parameters"
-    return Plan(factory, rerank=0 if flat else config.rerank, count=0,
+    return Plan(factory, rerank=0 if exact_codes(factory) else config.rerank, rerank_dtype=config.rerank_dtype, count=0,
                 next_at=(_FIRST_TUNING if config.tune and not flat else None), note=note,
                 target=config.target_recall if config.tune else None)
 

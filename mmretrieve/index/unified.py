@@ -42,9 +42,11 @@ from .locking import WriterLock
 from .fingerprint import canonical_fingerprint, fingerprint_difference
 from .health import CacheCheck, IndexCheck
 from .records import Hit, Record, as_vectors, hit_from_row, record_row
+from .rerank import (RERANK_NAME, RerankTable, build_rerank_table, open_rerank, rerank_digest,
+                     write_rerank)
 from .store import DB_NAME, MetadataStore, is_corruption
-from .tuning import (AUTO, TUNE_K, ExactTopK, Plan, TuningConfig, apply_search_params, candidate_structures,
-                     initial_plan, offset_queries, plan_fields, tune_structure)
+from .tuning import (AUTO, TUNE_K, TUNE_SEED, ExactTopK, Plan, TuningConfig, apply_search_params, candidate_structures,
+                     exact_codes, initial_plan, offset_queries, plan_fields, tune_structure)
 from .vectors import (TRAIN_SAMPLE, IdFilter, IndexTrainingError, make_faiss_index, read_cache, remove_ids,
                       search_index, train_index, validate_factory, write_cache)
 
@@ -65,6 +67,18 @@ def _corruption_guard(location: str) -> Iterator[None]:
         if is_corruption(exc):
             raise IndexCorruptError(f"{location}: {exc}") from None
         raise
+
+
+def _served_seconds(served: Callable[[np.ndarray, int], Any], queries: np.ndarray) -> float:
+    """Best of three timings of the served search, one query at a time (how tuned settings compare)."""
+    sample = queries[:50]
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for i in range(len(sample)):
+            served(sample[i:i + 1], TUNE_K)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _counts(by_modality: Mapping[str, int]) -> dict[str, int]:
@@ -88,7 +102,8 @@ class UnifiedIndex:
         except (ValueError, TypeError):
             raise IndexCorruptError(f"{store.location}: meta 'tuning' / 'plan' entries are damaged") from None
         self._plan_text = plan_text
-        self._memo_gen, self._memo = -1, {}  # per-generation count and filter id sets
+        self._memo_gen, self._memo_count = -1, None  # generation the filter id sets reflect, count
+        self._memo: dict[tuple, list] = {}  # filter key -> [sorted matching ids, sql filter, IdFilter or None]
         self.fingerprint = fingerprint
         self.path = path
         self.readonly = readonly
@@ -97,6 +112,7 @@ class UnifiedIndex:
         self._mutex = threading.RLock()
         self._faiss: faiss.IndexIDMap2 | None = None
         self._faiss_gen = -1
+        self._rerank: RerankTable | None = None  # vectors by id for re-ranking (rerank.vec, mapped)
         self._cache_gen = -1  # generation of the cache file on disk (writer)
         self._dir = path  # the directory actually read (an interrupted save's old copy for readers)
         self._closed = False
@@ -104,12 +120,15 @@ class UnifiedIndex:
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, dim: int, fingerprint: dict, *, factory: str = AUTO,
-               path: str | os.PathLike | None = None, tuning: TuningConfig | None = None) -> "UnifiedIndex":
+               path: str | os.PathLike | None = None, tuning: TuningConfig | None = None,
+               vector_dtype: str = "float32") -> "UnifiedIndex":
         """A new empty index; on disk at `path` (a new or empty directory) or in memory (path=None).
 
         factory: "auto" (exact Flat while small, then an approximate structure chosen from the count,
         the dimension and ``tuning.max_memory``, tuned to ``tuning.target_recall``) or any faiss
-        factory string (tuned too unless ``tuning.tune`` is False)."""
+        factory string (tuned too unless ``tuning.tune`` is False). vector_dtype: precision the
+        vectors are stored in ("float32", or "float16": half the bytes on disk, every stored vector
+        and so every score rounded to float16; exact search is exact over the rounded vectors)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim={dim!r} must be a positive int")
         fingerprint = canonical_fingerprint(fingerprint)
@@ -118,7 +137,8 @@ class UnifiedIndex:
         tuning = tuning if tuning is not None else TuningConfig()
         token = uuidlib.uuid4().hex
         if path is None:
-            store = MetadataStore.create(None, dim=dim, factory=factory, fingerprint=fingerprint, uuid=token)
+            store = MetadataStore.create(None, dim=dim, factory=factory, fingerprint=fingerprint, uuid=token,
+                                         vector_dtype=vector_dtype)
             cls._record_tuning(store, factory, tuning)
             return cls(store=store, dim=dim, factory=factory, fingerprint=fingerprint, path=None,
                        readonly=False, lock=None)
@@ -133,7 +153,7 @@ class UnifiedIndex:
         os.mkdir(tmp)
         try:
             store = MetadataStore.create(os.path.join(tmp, DB_NAME), dim=dim, factory=factory,
-                                         fingerprint=fingerprint, uuid=token)
+                                         fingerprint=fingerprint, uuid=token, vector_dtype=vector_dtype)
             cls._record_tuning(store, factory, tuning)
             store.close()
             write_manifest(tmp, dim=dim, factory=factory, fingerprint=fingerprint)
@@ -191,6 +211,7 @@ class UnifiedIndex:
             index._dir = where
             if load_cache:
                 index._load_cache(os.path.join(where, CACHE_NAME), meta.get("uuid", ""))
+                index._load_rerank(where, meta.get("uuid", ""))
             return index
         except BaseException:
             if store is not None:
@@ -213,6 +234,18 @@ class UnifiedIndex:
         apply_search_params(index, self._plan, self._tuning.tune)
         self._faiss, self._faiss_gen = index, header["generation"]
         self._cache_gen = header["generation"]
+
+    def _load_rerank(self, directory: str, db_uuid: str) -> None:
+        """Map rerank.vec when it belongs to this database and the plan re-ranks in its precision."""
+        self._rerank = None
+        path = os.path.join(directory, RERANK_NAME)
+        if self._plan.exact or self._plan.rerank <= 0 or not os.path.exists(path):
+            return
+        table = open_rerank(path, dim=self.dim)
+        with self._mutex, self._store.snapshot(), _corruption_guard(self._store.location):
+            gen = self._store.generation()
+        if table.uuid == db_uuid and table.generation <= gen and table.dtype == self._plan.rerank_dtype:
+            self._rerank = table
 
     # ------------------------------------------------------------------ helpers
     def _check_open(self) -> None:
@@ -364,6 +397,11 @@ class UnifiedIndex:
 
     # ------------------------------------------------------------------ structure (plan)
     @property
+    def vector_dtype(self) -> str:
+        """Precision the vectors are stored in: "float32" or "float16"."""
+        return self._store.vector_dtype
+
+    @property
     def tuning(self) -> TuningConfig:
         """How this index chooses and tunes its faiss structure."""
         return self._tuning
@@ -393,10 +431,12 @@ class UnifiedIndex:
         if text is None or text == self._plan_text:
             return
         self._plan, self._plan_text = Plan.from_json(text), text
-        self._faiss, self._faiss_gen = None, -1
+        self._faiss, self._faiss_gen, self._rerank = None, -1, None
         if self._dir is not None:
             with contextlib.suppress(IndexCorruptError):
                 self._load_cache(os.path.join(self._dir, CACHE_NAME), self._store.meta().get("uuid", ""))
+            with contextlib.suppress(IndexCorruptError):
+                self._load_rerank(self._dir, self._store.meta().get("uuid", ""))
 
     # ------------------------------------------------------------------ faiss side
     def _build(self, store: MetadataStore, plan: Plan, progress: Progress | None = None,
@@ -468,17 +508,27 @@ class UnifiedIndex:
             self._cache_gen = -1
 
     # ------------------------------------------------------------------ choosing and tuning
-    def _choose(self, store: MetadataStore, progress: Progress | None) -> tuple[Plan, faiss.IndexIDMap2]:
-        """Choose (auto) and tune the structure for the content of ``store``; build it."""
+    def _choose(self, store: MetadataStore, progress: Progress | None,
+                table_for: Callable[[MetadataStore], RerankTable | None]
+                ) -> tuple[Plan, faiss.IndexIDMap2, RerankTable | None]:
+        """Choose (auto) and tune the structure for the content of ``store``; build it. ``table_for``
+        gives the re-rank table of ``store``'s snapshot, asked for only when candidates are tuned."""
+        plan, index, table = self._choose_plan(store, progress, table_for)
+        return plan, index, table if not plan.exact and plan.rerank > 0 else None
+
+    def _choose_plan(self, store: MetadataStore, progress: Progress | None,
+                     table_for: Callable[[MetadataStore], RerankTable | None]
+                     ) -> tuple[Plan, faiss.IndexIDMap2, RerankTable | None]:
         cfg = self._tuning
         n = store.count()
         growth_at = max(int(n * cfg.growth), n + 1)
         if self.factory == AUTO and n < cfg.flat_below:
             plan = Plan("Flat", count=n, next_at=max(cfg.flat_below, 1), note="exact while small")
-            return plan, self._build(store, plan, progress)
+            return plan, self._build(store, plan, progress), None
         if self.factory != AUTO and (not cfg.tune or self.factory.strip() == "Flat"):
             plan = dataclasses.replace(initial_plan(self.factory, cfg), count=n, next_at=None)
-            return plan, self._build(store, plan, progress)
+            table = table_for(store) if not plan.exact and plan.rerank > 0 else None
+            return plan, self._build(store, plan, progress), table
         if self.factory == AUTO:
             candidates = candidate_structures(n, self.dim, cfg.max_memory)
         else:
@@ -487,45 +537,63 @@ class UnifiedIndex:
         rng = np.random.default_rng(0)
         qids = rng.choice(ids, size=min(2 * cfg.queries, len(ids)), replace=False)  # tune + held-out halves
         base = store.vectors_by_id(qids.tolist(), self.dim)
-        queries = offset_queries(np.stack([base[int(i)] for i in qids]).astype(np.float32))
+        # the noise must not share a random stream with the data (seed 0 drew the cluster centres of
+        # the generated test data: queries pointing at centres made tuning look easier than serving)
+        queries = offset_queries(np.stack([base[int(i)] for i in qids]).astype(np.float32), seed=TUNE_SEED)
         truth: np.ndarray | None = None
         failures: list[str] = []
-
-        def lookup(want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return store.vectors_matrix(want, self.dim)
+        table = table_for(store) if cfg.rerank > 0 and not all(map(exact_codes, candidates)) else None
 
         for structure in candidates:
-            trial = Plan(structure, rerank=cfg.rerank, target=cfg.target_recall, count=n)
+            # re-rank depths tried: deeper re-ranking lets coarser codes / fewer lists reach the target
+            depths = [cfg.rerank * m for m in (1, 2, 4, 8)] if cfg.rerank > 0 and not exact_codes(structure) else [0]
             exact = ExactTopK(queries, TUNE_K) if truth is None else None
             try:
-                index = self._build(store, trial, progress, exact)
+                index = self._build(store, Plan(structure, count=n), progress, exact)
             except IndexTrainingError as exc:
                 failures.append(f"{structure} cannot be trained ({exc})")
                 continue
             if exact is not None:
                 truth = exact.result()
-            if progress:
-                progress(f"tune {structure}", 0, 1)
+            best: tuple[float, Plan] | None = None
+            reached = 0.0
+            for step, depth in enumerate(depths):
+                if progress:
+                    progress(f"tune {structure}", step, len(depths))
+                trial = Plan(structure, rerank=depth, rerank_dtype=cfg.rerank_dtype, target=cfg.target_recall,
+                             count=n)
 
-            def served(q: np.ndarray, k: int, index: faiss.IndexIDMap2 = index) -> tuple[np.ndarray, np.ndarray]:
-                return self._served(index, q, k, None, trial, lookup)
+                def served(q: np.ndarray, k: int, index: faiss.IndexIDMap2 = index,
+                           trial: Plan = trial) -> tuple[np.ndarray, np.ndarray]:
+                    return self._served(index, q, k, None, trial,
+                                        lambda want: self._rerank_vectors(store, table, trial.rerank_dtype, want))
 
-            name, value, recall = tune_structure(index, queries, truth, cfg.target_recall, served)
-            if value is not None:
-                plan = Plan(structure, rerank=cfg.rerank, recall=round(recall, 4), target=cfg.target_recall,
-                            count=n, next_at=growth_at,
-                            note="; ".join((["chosen by auto"] if self.factory == AUTO else []) + failures),
-                            **plan_fields(name, value))
-                return plan, index
-            failures.append(f"{structure} reached recall@10 {recall:.3f} < target {cfg.target_recall:.2f} "
-                            f"even at its largest {name}")
+                name, value, recall = tune_structure(index, queries, truth, cfg.target_recall, served)
+                reached = max(reached, recall)
+                if value is None:
+                    continue
+                candidate = dataclasses.replace(trial, recall=round(recall, 4), next_at=growth_at,
+                                                **plan_fields(name, value))
+                apply_search_params(index, candidate, True)
+                cost = _served_seconds(served, queries)
+                if best is None or cost < best[0]:
+                    best = (cost, candidate)
+                if value <= 1 or depth == 0:
+                    break  # a deeper re-rank cannot search fewer lists
+            if best is not None:
+                plan = dataclasses.replace(best[1], note="; ".join(
+                    (["chosen by auto"] if self.factory == AUTO else []) + failures))
+                apply_search_params(index, plan, True)
+                return plan, index, table
+            failures.append(f"{structure} reached recall@10 {reached:.3f} < target {cfg.target_recall:.2f} "
+                            f"even at its largest {name}" + (f" and re-rank x{depths[-1]}" if depths[-1] else ""))
             del index
         if not candidates:
             failures.append(f"no approximate structure fits max_memory={cfg.max_memory} for {n} vectors of dim {self.dim}")
         note = "fallback to exact search: " + "; ".join(failures)
         _log.warning("index %s: %s", self.path or "<in-memory>", note)
         plan = Plan("Flat", recall=1.0, target=cfg.target_recall, count=n, next_at=growth_at, fallback=True, note=note)
-        return plan, self._build(store, plan, progress)
+        return plan, self._build(store, plan, progress), None
 
     def optimize(self, *, progress: Progress | None = None, tuning: TuningConfig | None = None) -> Plan:
         """Choose (``auto``) and tune the structure for the current content and switch to it.
@@ -545,29 +613,38 @@ class UnifiedIndex:
             raise
 
     def _optimize(self, progress: Progress | None) -> Plan:
+        dtype = self._tuning.rerank_dtype
         if self.path is None:
             with self._read():
                 gen = self._store.generation()
-                plan, index = self._choose(self._store, progress)
+                uuid = self._store.meta()["uuid"]
+                plan, index, table = self._choose(
+                    self._store, progress, lambda st: self._refresh_rerank(st, dtype, None, uuid))
         else:
             reader = MetadataStore.connect(os.path.join(self._dir, DB_NAME), readonly=True)
             try:
                 with _corruption_guard(reader.location), reader.snapshot():
                     gen = reader.generation()
-                    plan, index = self._choose(reader, progress)
+                    uuid = reader.meta()["uuid"]
+                    # rerank.vec is valid for any plan (vectors by id), so it is written before the switch
+                    plan, index, table = self._choose(
+                        reader, progress, lambda st: self._refresh_rerank(st, dtype, self.path, uuid))
             finally:
                 reader.close()
         with self._mutex, _corruption_guard(self._store.location):
             if self.path is not None:
                 write_cache(os.path.join(self.path, CACHE_NAME), index, generation=gen,
-                            uuid=self._store.meta()["uuid"], dim=self.dim, factory=plan.structure)
+                            uuid=uuid, dim=self.dim, factory=plan.structure)
             text = plan.to_json()
             with self._store.transaction(bump=False):
                 self._store.put_meta("plan", text)
                 self._store.put_meta("tuning", self._tuning.to_json())
             self._plan, self._plan_text = plan, text
-            self._faiss, self._faiss_gen = index, gen
+            self._faiss, self._faiss_gen, self._rerank = index, gen, table
             self._cache_gen = gen if self.path is not None else -1
+            if table is None and self.path is not None:  # an exact plan keeps no re-rank copy
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.path, RERANK_NAME))
         _log.info("index %s: %s", self.path or "<in-memory>", plan.describe())
         return plan
 
@@ -586,23 +663,84 @@ class UnifiedIndex:
 
     # ------------------------------------------------------------------ search
     def _matching(self, sql_filter: tuple[str, list] | None) -> tuple[int, IdFilter | None]:
-        """(entries in the index, the ids matching the filter or None for all), cached per
-        generation: a repeated filter costs a dictionary lookup, not a scan of the metadata."""
+        """(entries in the index, the ids matching the filter or None for all). The id set of each
+        filter seen is kept and carried across writes: a new generation adds the matching rows
+        written since (found through the generation column's index) and drops the removed ids,
+        so only the first use of a filter in a process scans the metadata."""
         gen = self._store.generation()
         if self._memo_gen != gen:
-            self._memo_gen, self._memo = gen, {}
-        if "count" not in self._memo:
-            self._memo["count"] = self._store.count()
-        total = self._memo["count"]
+            self._advance_memo(gen)
+        if self._memo_count is None:
+            self._memo_count = self._store.count()
+        total = self._memo_count
         if sql_filter is None:
             return total, None
         key = (sql_filter[0], tuple(sql_filter[1]))
-        if key not in self._memo:
-            if len(self._memo) > _FILTER_MEMO:
-                self._memo = {"count": total}
-            ids = self._store.filtered_ids(sql_filter)
-            self._memo[key] = None if len(ids) == total else IdFilter(ids)
-        return total, self._memo[key]
+        entry = self._memo.get(key)
+        if entry is None:
+            if len(self._memo) >= _FILTER_MEMO:
+                self._memo.pop(next(iter(self._memo)))  # the oldest filter
+            entry = [self._store.filtered_ids(sql_filter), sql_filter, None]
+            self._memo[key] = entry
+        ids = entry[0]
+        if len(ids) == total:
+            return total, None
+        if entry[2] is None:
+            entry[2] = IdFilter(ids)
+        return total, entry[2]
+
+    def _advance_memo(self, gen: int) -> None:
+        old = self._memo_gen
+        self._memo_gen, self._memo_count = gen, None
+        if old < 0 or old > gen or not self._memo:
+            self._memo = {}
+            return
+        removed = np.unique(self._store.removed_since(old))
+        for entry in self._memo.values():
+            ids, sql_filter = entry[0], entry[1]
+            if len(removed):
+                ids = ids[~np.isin(ids, removed, assume_unique=True)]
+            added = self._store.filtered_ids(sql_filter, since_gen=old)
+            if len(added):  # ids only grow: rows written since are past every id already held
+                ids = np.concatenate([ids, added]) if not len(ids) or added[0] > ids[-1] else np.union1d(ids, added)
+            entry[0], entry[2] = ids, None
+
+    def _rerank_vectors(self, store: MetadataStore, table: RerankTable | None, dtype: str,
+                        want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted ids found, their float32 vectors in ``dtype`` precision) for sorted unique candidate
+        ids: rows the re-rank table holds come from its mapping, newer ids from the database."""
+        if table is not None and table.dtype == dtype:
+            cut = int(np.searchsorted(want, table.rows))
+            inside, outside = want[:cut], want[cut:]
+            matrix = table.matrix(inside)
+            if not len(outside):
+                return inside, matrix
+            found, extra = store.vectors_matrix(outside, self.dim)
+            return np.concatenate([inside, found]), np.concatenate([matrix, table.rounded(extra)])
+        found, matrix = store.vectors_matrix(want, self.dim)
+        if dtype != "float32":
+            matrix = matrix.astype(np.float16).astype(np.float32)
+        return found, matrix
+
+    def _refresh_rerank(self, store: MetadataStore, dtype: str, directory: str | None, uuid: str, *,
+                        source: RerankTable | None = None) -> RerankTable:
+        """A re-rank table holding every id of ``store``'s snapshot: ``source`` (default: the current
+        table) when it already does, else extended with the newer rows (written atomically to
+        ``directory``/rerank.vec and mapped, or built in memory when directory is None)."""
+        gen, rows = store.generation(), store.max_id() + 1
+        base = source if source is not None else self._rerank
+        if base is not None and (base.dtype != dtype or base.generation > gen
+                                 or (source is None and base.uuid != uuid)):
+            base = None
+        if base is not None and source is None and base.rows >= rows:
+            return base
+        if directory is None:
+            return build_rerank_table(store.iter_vectors(self.dim), rows=rows, dim=self.dim, dtype=dtype,
+                                      generation=gen, uuid=uuid)
+        chunks = store.iter_vectors(self.dim) if base is None else store.iter_vectors(self.dim, since_gen=base.generation)
+        path = os.path.join(directory, RERANK_NAME)
+        write_rerank(path, chunks, rows=rows, dim=self.dim, dtype=dtype, generation=gen, uuid=uuid, base=base)
+        return open_rerank(path, dim=self.dim)
 
     def _served(self, index: faiss.IndexIDMap2, q: np.ndarray, kk: int, ids: IdFilter | None, plan: Plan,
                 lookup: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
@@ -666,9 +804,10 @@ class UnifiedIndex:
             kk = int(min(k, n_match))
             index = self._ensure_faiss()
             plan = self._plan
+            table = self._rerank
 
             def lookup(want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                return self._store.vectors_matrix(want, self.dim)
+                return self._rerank_vectors(self._store, table, plan.rerank_dtype, want)
 
             try:
                 dist, lab = self._served(index, q, kk, ids, plan, lookup)
@@ -702,11 +841,52 @@ class UnifiedIndex:
             by_mod = store.counts_by_modality()
             data_gen = store.data_generation()
             check = IndexCheck(
-                generation=generation, counts=_counts(by_mod), files=files, cache=self._check_cache(generation, item_ids, set(bad)),
+                generation=generation, counts=_counts(by_mod), files=files,
+                cache=self._check_derived(generation, item_ids, set(bad)),
                 orphan_items=store.orphan_item_ids(), orphan_vectors=store.orphan_vector_ids(), bad_vectors=bad,
                 duplicates=store.duplicate_ids(), mixed_files=mixed,
                 generation_behind=data_gen if data_gen > generation else None)
         return check
+
+    def _check_derived(self, generation: int, item_ids: np.ndarray, bad: set[int]) -> CacheCheck:
+        """The faiss cache's check, with the re-rank file's defects folded in (both are derived caches
+        of the stored vectors, set aside together by repair())."""
+        cache = self._check_cache(generation, item_ids, bad)
+        problem, mismatched = self._check_rerank(generation, item_ids, bad)
+        if not problem and not mismatched:
+            return cache
+        status = "corrupt" if problem else cache.status
+        detail = "; ".join(x for x in (cache.detail, problem) if x)
+        if mismatched:
+            detail = "; ".join(x for x in (detail, f"{RERANK_NAME}: {len(mismatched)} row(s) differ from the stored vectors") if x)
+        return dataclasses.replace(cache, status=status, detail=detail,
+                                   mismatched_ids=tuple(sorted(set(cache.mismatched_ids) | set(mismatched))))
+
+    def _check_rerank(self, generation: int, item_ids: np.ndarray, bad: set[int]) -> tuple[str, tuple[int, ...]]:
+        """(what is wrong with rerank.vec or "", ids whose row differs from the stored vector)."""
+        if self.path is None:
+            return "", ()
+        path = os.path.join(self._dir, RERANK_NAME)
+        if not os.path.exists(path):
+            return "", ()
+        try:
+            header, intact = rerank_digest(path, dim=self.dim)
+        except IndexCorruptError as exc:
+            return str(exc), ()
+        if not intact:
+            return f"{path}: checksum mismatch (file altered or damaged)", ()
+        if header["uuid"] != self._store.meta().get("uuid", ""):
+            return "", ()  # another database's copy: ignored on open, rewritten on the next save
+        if header["generation"] > generation:
+            return f"{path}: claims generation {header['generation']}, newer than the database's {generation}", ()
+        table = open_rerank(path, dim=self.dim)
+        good = np.asarray([i for i in item_ids.tolist() if i not in bad and i < table.rows], dtype=np.int64)
+        mismatched: list[int] = []
+        for ids, vecs in self._store.iter_vectors(self.dim, ids=good):
+            expected = np.asarray(vecs, dtype=table.data.dtype)
+            differ = (np.asarray(table.data[ids]) != expected).any(axis=1)
+            mismatched.extend(int(i) for i in ids[differ])
+        return "", tuple(mismatched)
 
     def _check_cache(self, generation: int, item_ids: np.ndarray, bad: set[int]) -> CacheCheck:
         if self.path is None:
@@ -760,13 +940,14 @@ class UnifiedIndex:
         self._check_writable()
         actions: list[str] = []
         if not check.cache.ok and self.path is not None:
-            cache_path = os.path.join(self.path, CACHE_NAME)
-            if os.path.exists(cache_path):
-                aside = f"{cache_path}.bad-{int(time.time())}"
-                os.replace(cache_path, aside)
-                actions.append(f"moved the bad faiss cache aside to {aside}")
+            for name, what in ((CACHE_NAME, "faiss cache"), (RERANK_NAME, "re-rank file")):
+                cache_path = os.path.join(self.path, name)
+                if os.path.exists(cache_path):
+                    aside = f"{cache_path}.bad-{int(time.time())}"
+                    os.replace(cache_path, aside)
+                    actions.append(f"moved the bad {what} aside to {aside}")
             with self._mutex:
-                self._faiss, self._faiss_gen, self._cache_gen = None, -1, -1
+                self._faiss, self._faiss_gen, self._cache_gen, self._rerank = None, -1, -1, None
         if check.generation_behind is not None:  # else a stale cache would skip rows on catch-up
             with self.batch():
                 self._store.raise_generation(check.generation_behind)
@@ -795,6 +976,9 @@ class UnifiedIndex:
                     dim=self.dim, factory=self._plan.structure)
         return self._faiss_gen
 
+    def _reranks(self) -> bool:
+        return not self._plan.exact and self._plan.rerank > 0
+
     def save(self, path: str | os.PathLike | None = None) -> None:
         """Persist. No path (or the index's own path): write the faiss cache atomically (the database
         is already durable). Another path: write a full snapshot there atomically (temp dir, then
@@ -808,10 +992,13 @@ class UnifiedIndex:
             self._check_writable()
             with self._mutex:  # the connection is shared: the checkpoint must not run inside a search
                 with self._read():
+                    uuid = self._store.meta()["uuid"]
                     if self._cache_gen != self._store.generation():
-                        gen = self._write_cache(self.path, self._store.meta()["uuid"])
+                        gen = self._write_cache(self.path, uuid)
                         if gen is not None:
                             self._cache_gen = gen
+                    if self._reranks():
+                        self._rerank = self._refresh_rerank(self._store, self._plan.rerank_dtype, self.path, uuid)
                 self._store.checkpoint()
             return
         self._save_snapshot(target)
@@ -838,6 +1025,11 @@ class UnifiedIndex:
             with self._read():
                 self._store.backup_to(db_path, uuid=new_uuid)
                 self._write_cache(tmp, new_uuid)
+                if self._reranks():
+                    current = self._rerank
+                    own = current is not None and current.uuid == self._store.meta()["uuid"]
+                    self._refresh_rerank(self._store, self._plan.rerank_dtype, tmp, new_uuid,
+                                         source=current if own else None)
             with open(db_path, "rb+") as f:
                 os.fsync(f.fileno())
             write_manifest(tmp, dim=self.dim, factory=self.factory, fingerprint=self.fingerprint)
@@ -877,7 +1069,7 @@ class UnifiedIndex:
                 self._store.close()
                 if self._lock is not None:
                     self._lock.release()
-                self._faiss = None
+                self._faiss, self._rerank = None, None
 
     def __enter__(self) -> "UnifiedIndex":
         return self

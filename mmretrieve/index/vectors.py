@@ -148,6 +148,15 @@ def read_cache(path: str, *, dim: int, factory: str | None) -> tuple[faiss.Index
     return index, header
 
 
+def _search_setting(index: faiss.IndexIDMap2) -> int:
+    inner = faiss.downcast_index(index.index)
+    if isinstance(inner, faiss.IndexIVF):
+        return int(inner.nprobe)
+    if isinstance(inner, faiss.IndexHNSW):
+        return int(inner.hnsw.efSearch)
+    return 0
+
+
 def _search_params(index: faiss.IndexIDMap2, selector: Any, exhaustive: bool) -> faiss.SearchParameters:
     inner = faiss.downcast_index(index.index)
     try:
@@ -166,6 +175,7 @@ class IdFilter:
     """A set of ids as a faiss selector (a bitmap over id values; built once, reused per query)."""
 
     def __init__(self, ids: np.ndarray):
+        self._params: dict[tuple, faiss.SearchParameters] = {}  # per (index, exhaustive, nprobe/efSearch)
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
         top = int(self.ids.max()) + 1 if len(self.ids) else 1
         member = np.zeros(top, dtype=bool)
@@ -176,16 +186,26 @@ class IdFilter:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def params(self, index: faiss.IndexIDMap2, exhaustive: bool) -> faiss.SearchParameters:
+        """Search parameters carrying this selector, built once per index and setting (building the
+        SWIG objects costs more than a small filtered search)."""
+        key = (id(index), exhaustive, _search_setting(index))
+        if key not in self._params:
+            if len(self._params) > 8:
+                self._params.clear()
+            self._params[key] = _search_params(index, self.selector, exhaustive)
+        return self._params[key]
+
 
 def search_index(index: faiss.IndexIDMap2, queries: np.ndarray, k: int, ids: "np.ndarray | IdFilter | None" = None,
                  *, exhaustive: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Top-k inner products; ids (an array or a prebuilt IdFilter) restricts the search to those ids."""
     if ids is None and not exhaustive:
         return index.search(queries, k)
+    if isinstance(ids, IdFilter):
+        return index.search(queries, k, params=ids.params(index, exhaustive))
     if ids is None:
         selector = faiss.IDSelectorAll()
-    elif isinstance(ids, IdFilter):
-        selector = ids.selector
     else:
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
     params = _search_params(index, selector, exhaustive)

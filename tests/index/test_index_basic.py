@@ -8,6 +8,7 @@ import pytest
 
 from mmretrieve.errors import EncoderMismatchError
 from mmretrieve.index import Hit, Record, UnifiedIndex
+from mmretrieve.index.store import MetadataStore
 from mmretrieve.modality import Modality
 
 from index_helpers import DIM, FP, make_records, unit_vectors
@@ -211,3 +212,37 @@ def test_bad_create_arguments(tmp_path):
     with pytest.raises(FileExistsError):
         UnifiedIndex.create(DIM, FP, path=str(tmp_path / "full"))
     assert (tmp_path / "full" / "user.txt").read_text() == "mine"
+
+
+def test_filter_used_before_a_write_is_carried_forward_without_a_full_scan(monkeypatch):
+    """After add / remove / replace_path, a filter seen before is updated from the rows written since
+    (filtered_ids(since_gen=...)) and the removed ids; results equal a fresh evaluation."""
+    vecs = unit_vectors(400)
+    ix = UnifiedIndex.create(DIM, FP)
+    ids = ix.add(vecs[:300], make_records(300))
+    q = unit_vectors(3, seed=5)
+    ix.search(q, k=5, modality="image")
+    ix.search(q, k=5, where={"colour": "red"})
+    calls: list[int | None] = []
+    original = MetadataStore.filtered_ids
+
+    def spy(self, sql_filter, *, since_gen=None):
+        calls.append(since_gen)
+        return original(self, sql_filter, since_gen=since_gen)
+
+    monkeypatch.setattr(MetadataStore, "filtered_ids", spy)
+    ix.add(vecs[300:], make_records(100, "n"))
+    ix.remove(ids[:40])
+    ix.replace_path("/media/f41.bin", vecs[:1], [Record("/media/f41.bin", "image", metadata={"colour": "red"})])
+    got_mod = ix.search(q, k=400, modality="image")
+    got_where = ix.search(q, k=400, where={"colour": "red"})
+    assert calls and None not in calls  # only rows written since were read
+    fresh = UnifiedIndex.create(DIM, FP)
+    fresh_ids = fresh.add(ix.vectors(sorted(h.id for h in ix.search(q[0], k=1000)[0])),
+                          [Record(h.path, h.modality, start=h.start, end=h.end, metadata=h.metadata)
+                           for h in sorted(ix.search(q[0], k=1000)[0], key=lambda h: h.id)])
+    assert len(fresh_ids) == len(ix) == 300 + 100 - 40  # replace_path swapped one row for one
+    for got, kw in ((got_mod, {"modality": "image"}), (got_where, {"where": {"colour": "red"}})):
+        want = fresh.search(q, k=400, **kw)
+        assert [[(h.path, round(h.score, 5)) for h in hits] for hits in got] == \
+            [[(h.path, round(h.score, 5)) for h in hits] for hits in want]

@@ -44,7 +44,7 @@ def test_auto_is_exact_while_small_then_tuned_to_its_target(tmp_path):
     plan = ix.plan
     assert not plan.exact and not plan.fallback and plan.structure.startswith(("IVF", "HNSW")), plan
     assert plan.recall >= 0.95 and plan.target == 0.95 and plan.count == 6000 and plan.next_at == 24000
-    assert plan.rerank == 10 and (plan.nprobe or plan.ef_search)
+    assert plan.rerank in (10, 20, 40, 80) and plan.rerank_dtype == "float16" and (plan.nprobe or plan.ef_search)
     assert _served_recall(ix, base, ids, seed=7) >= 0.9  # held-out queries: close to the tuned recall
     info = ix.structure()
     assert info["structure"] == plan.structure and info["recall"] == plan.recall and not info["exact"]
@@ -161,22 +161,46 @@ def test_a_reader_follows_the_writers_new_plan(tmp_path):
     ix.close()
 
 
-def test_on_disk_bytes_per_vector_stay_near_the_raw_vector(tmp_path):
-    """Vector storage (SQLite vector rows + the faiss file) at most 1.15x the raw float32 vectors;
-    the metadata tables are counted separately."""
-    d, n = 256, 4000
-    path = str(tmp_path / "idx")
-    base = clustered_unit_vectors(n, d, clusters=40, seed=2)
-    ix = UnifiedIndex.create(d, FP, path=path, tuning=TuningConfig(flat_below=1000, queries=50))
-    ix.add(base, make_records(n))
-    assert not ix.plan.exact
-    ix.close()
+def _vector_bytes_per_entry(path: str, n: int) -> float:
+    """Every file of the index directory except the SQLite pages of the metadata tables, per entry."""
     files = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
     conn = sqlite3.connect(os.path.join(path, "meta.sqlite"))
     metadata = conn.execute("SELECT SUM(pgsize) FROM dbstat WHERE name NOT IN ('vectors')").fetchone()[0]
     conn.close()
-    per_vector = (files - metadata) / n
-    assert per_vector <= 1.15 * 4 * d, per_vector
+    return (files - metadata) / n
+
+
+@pytest.mark.parametrize("vector_dtype, limit", [("float16", 1.15), ("float32", 1.65)])
+def test_on_disk_bytes_per_vector_stay_near_the_raw_vector(tmp_path, vector_dtype, limit):
+    """Vector storage (SQLite vector rows + the faiss file + the float16 re-rank file) against the raw
+    float32 vectors: at most 1.15x with float16 storage; float32 storage adds the re-rank copy (0.5x)
+    to the full vectors. The metadata tables are counted separately."""
+    d, n = 256, 4000
+    path = str(tmp_path / "idx")
+    base = clustered_unit_vectors(n, d, clusters=40, seed=2)
+    ix = UnifiedIndex.create(d, FP, path=path, tuning=TuningConfig(flat_below=1000, queries=50),
+                             vector_dtype=vector_dtype)
+    ix.add(base, make_records(n))
+    assert not ix.plan.exact and ix.plan.rerank > 0 and ix.vector_dtype == vector_dtype
+    ix.close()
+    assert sorted(os.listdir(path)) == ["manifest.json", "meta.sqlite", "rerank.vec", "vectors.faiss", "writer.lock"]
+    per_vector = _vector_bytes_per_entry(path, n)
+    assert 4 * d * (limit - 0.5) < per_vector <= limit * 4 * d, per_vector
+
+
+def test_float16_storage_rounds_vectors_and_refuses_out_of_range(tmp_path):
+    base = clustered_unit_vectors(50, D, clusters=5, seed=3)
+    ix = UnifiedIndex.create(D, FP, path=str(tmp_path / "idx"), vector_dtype="float16")
+    ids = ix.add(base, make_records(50))
+    np.testing.assert_array_equal(ix.vectors(ids), base.astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="float16 range"):
+        ix.add(np.full((1, D), 1e5, np.float32), make_records(1, "big"))
+    assert len(ix) == 50
+    ix.close()
+    with UnifiedIndex.open(str(tmp_path / "idx"), readonly=True) as ro:
+        assert ro.vector_dtype == "float16" and ro.search(base[7], k=1)[0][0].id == ids[7]
+    with pytest.raises(ValueError, match="vector_dtype"):
+        UnifiedIndex.create(D, FP, vector_dtype="int8")
 
 
 def test_candidates_respect_the_memory_budget():
