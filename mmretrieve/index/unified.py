@@ -750,6 +750,8 @@ class UnifiedIndex:
             return search_index(index, q, kk, ids, exhaustive=exhaustive)
         dist, lab = search_index(index, q, kk * plan.rerank, ids, exhaustive=exhaustive)
         found, matrix = lookup(np.unique(lab[lab >= 0]))
+        if len(q) == 1:  # one query (the interactive case): score the found rows in place, no gather copies
+            return self._rerank_one(q[0], lab[0], found, matrix, kk)
         table = np.concatenate([matrix, np.zeros((1, self.dim), np.float32)])  # last row: padding
         pos = np.searchsorted(found, lab)
         present = (lab >= 0) & (pos < len(found))
@@ -766,6 +768,20 @@ class UnifiedIndex:
             lbl = np.take_along_axis(lab[lo:lo + _RERANK_ROWS], order, axis=1)
             lbl[~np.isfinite(s)] = -1
             out_d[lo:lo + len(p), :s.shape[1]], out_l[lo:lo + len(p), :s.shape[1]] = s, lbl
+        return out_d, out_l
+
+    @staticmethod
+    def _rerank_one(query: np.ndarray, cand: np.ndarray, found: np.ndarray, matrix: np.ndarray,
+                    kk: int) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.minimum(np.searchsorted(found, cand), max(len(found) - 1, 0))
+        present = (cand >= 0) & (found[pos] == cand) if len(found) else np.zeros(len(cand), bool)
+        scores = np.where(present, (matrix @ query)[pos] if len(found) else 0.0, -np.inf).astype(np.float32)
+        order = np.argsort(-scores, kind="stable")[:kk]
+        s, lbl = scores[order], cand[order].copy()
+        lbl[~np.isfinite(s)] = -1
+        out_d = np.full((1, kk), -np.inf, dtype=np.float32)
+        out_l = np.full((1, kk), -1, dtype=np.int64)
+        out_d[0, :len(s)], out_l[0, :len(s)] = s, lbl
         return out_d, out_l
 
     def _exact(self, queries: np.ndarray, k: int, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
