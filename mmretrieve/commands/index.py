@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     chosen = [f"--{name.replace('_', '-')}" for name in _NEW_INDEX_OPTIONS if getattr(args, name) not in (None, False)]
     if os.path.exists(args.index):
-        if args.target_recall is not None or args.max_memory is not None or args.no_tune:
-            raise ValueError(f"--target-recall/--max-memory/--no-tune: only for a new index; change {args.index}'s "
+        if args.target_recall is not None or args.max_memory is not None or args.no_tune \
+                or args.rerank_dtype is not None:
+            raise ValueError(f"--target-recall/--max-memory/--rerank-dtype/--no-tune: only for a new index; change {args.index}'s "
                              f"settings with `mmretrieve optimize {args.index} --target-recall ...`")
         if chosen:
             raise ValueError(f"{' '.join(chosen)}: only for a new index; {args.index} already records its sampling "

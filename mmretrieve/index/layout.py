@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Iterator
 from ..errors import IndexCorruptError
 
 __all__ = ["MANIFEST_NAME", "CACHE_NAME", "FORMAT_NAME", "FORMAT_VERSION", "atomic_file", "atomic_write_bytes",
-           "fsync_dir", "sibling_name", "TMP_TAG", "OLD_TAG", "write_manifest", "read_manifest", "recover_interrupted_save", "sibling_candidates",
+           "fsync_dir", "sibling_name", "TMP_TAG", "OLD_TAG", "write_manifest", "read_manifest", "recover_interrupted_save", "sibling_candidates", "remove_dead_temp_files",
            "leftover_siblings"]
 
 MANIFEST_NAME = "manifest.json"
@@ -169,6 +169,23 @@ def leftover_siblings(target: str) -> list[str]:
             if entry.startswith(name + tag) and not _owner_alive(entry[len(name):], tag) and os.path.isdir(full):
                 out.append(full)
     return sorted(out)
+
+
+def remove_dead_temp_files(index_dir: str) -> list[str]:
+    """Delete the temporary files (``<name>.tmp-<pid>``, see atomic_file) that writers killed in the
+    middle of writing a cache left inside the index directory; returns their paths."""
+    removed = []
+    try:
+        entries = os.listdir(index_dir)
+    except OSError:
+        return []
+    for entry in entries:
+        full = os.path.join(index_dir, entry)
+        if TMP_TAG in entry and os.path.isfile(full) and not _owner_alive(entry, TMP_TAG):
+            with contextlib.suppress(OSError):
+                os.unlink(full)
+                removed.append(full)
+    return removed
 
 
 def _cleanup(target: str) -> None:

@@ -37,7 +37,7 @@ from ..errors import EncoderMismatchError, IndexCorruptError, IndexReadOnlyError
 from ..modality import Modality
 from .filters import build_filter
 from .layout import (CACHE_NAME, MANIFEST_NAME, OLD_TAG, TMP_TAG, fsync_dir, read_manifest,
-                     recover_interrupted_save, sibling_name, write_manifest)
+                     recover_interrupted_save, remove_dead_temp_files, sibling_name, write_manifest)
 from .locking import WriterLock
 from .fingerprint import canonical_fingerprint, fingerprint_difference
 from .health import CacheCheck, IndexCheck
@@ -192,6 +192,8 @@ class UnifiedIndex:
             if not readonly and lock is None:
                 lock = WriterLock(where)
                 lock.acquire()
+            if not readonly:
+                remove_dead_temp_files(where)  # a cache write cut short by a kill (up to GBs for rerank.vec)
             manifest = read_manifest(where)
             store = MetadataStore.connect(os.path.join(where, DB_NAME), readonly=readonly)
             with _corruption_guard(store.location):

@@ -98,3 +98,15 @@ def test_leftovers_of_dead_processes_are_removed_those_of_live_ones_kept(saved):
         assert len(ix) == 6
     assert not os.path.exists(dead) and not os.path.exists(odd) and os.path.isdir(live)
     shutil.rmtree(live)
+
+
+def test_writer_open_removes_cache_temp_files_of_dead_writers_only(saved):
+    dead = os.path.join(saved, f"rerank.vec.tmp-{_dead_pid()}")
+    live = os.path.join(saved, f"vectors.faiss.tmp-{os.getppid()}")  # a live process's write in flight
+    for p in (dead, live):
+        with open(p, "wb") as f:
+            f.write(b"partial")
+    with UnifiedIndex.open(saved, readonly=True):
+        assert os.path.exists(dead)  # readers never write
+    with UnifiedIndex.open(saved):
+        assert not os.path.exists(dead) and os.path.exists(live)

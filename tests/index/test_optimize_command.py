@@ -2,6 +2,7 @@
 new settings, and reports the structure before and after."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from index_helpers import FP, make_records
 
 from mmretrieve.cli import main
 from mmretrieve.index import TuningConfig, UnifiedIndex
+from mmretrieve.index.rerank import RERANK_NAME, open_rerank
 from mmretrieve.testing.vectors import clustered_unit_vectors
 
 
@@ -34,3 +36,19 @@ def test_optimize_refuses_while_another_writer_holds_the_index(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "mmretrieve", "optimize", path, "--no-progress"],
                               capture_output=True, text=True)
     assert proc.returncode == 2 and f"index {path} is being written by process" in proc.stderr
+
+
+def test_optimize_rerank_dtype_rewrites_the_rerank_file_in_that_precision(tmp_path, capsys):
+    path = str(tmp_path / "idx")
+    ix = UnifiedIndex.create(32, FP, path=path, tuning=TuningConfig(flat_below=1000, queries=50))
+    base = clustered_unit_vectors(2500, 32, clusters=30, seed=4)
+    ids = ix.add(base, make_records(2500))
+    assert ix.plan.rerank_dtype == "float16"
+    ix.close()
+    assert open_rerank(os.path.join(path, RERANK_NAME), dim=32).dtype == "float16"
+    assert main(["optimize", path, "--rerank-dtype", "float32", "--no-progress"]) == 0
+    assert "float32" in capsys.readouterr().out
+    with UnifiedIndex.open(path, readonly=True) as ro:
+        assert ro.tuning.rerank_dtype == "float32" and ro.plan.rerank_dtype == "float32"
+    table = open_rerank(os.path.join(path, RERANK_NAME), dim=32)
+    assert table.dtype == "float32" and (table.data[ids] == base).all()
