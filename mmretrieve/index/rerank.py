@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -168,7 +169,15 @@ def open_rerank(path: str, *, dim: int) -> RerankTable:
     if header["rows"] == 0:
         data = np.zeros((0, dim), dtype=np_dtype)
     else:
-        data = np.memmap(path, dtype=np_dtype, mode="r", offset=offset, shape=(header["rows"], dim))
+        try:
+            with open(path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise IndexCorruptError(f"{path}: cannot map ({exc})") from None
+        # a plain read-only array over the mapping (np.memmap's per-index wrapping costs more than a
+        # small re-rank); the mapping lives as long as the array
+        data = np.frombuffer(mapped, dtype=np_dtype, count=header["rows"] * dim, offset=offset).reshape(
+            header["rows"], dim)
     return RerankTable(data, header["dtype"], header["generation"], header["uuid"])
 
 

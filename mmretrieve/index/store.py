@@ -31,6 +31,7 @@ __all__ = ["MetadataStore", "SCHEMA_VERSION", "DB_NAME", "VECTOR_DTYPES"]
 SCHEMA_VERSION = 1
 DB_NAME = "meta.sqlite"
 _CHUNK = 50_000
+_FEW = 256  # id lists up to this long are bound as parameters
 PAGE_SIZE = 65536  # a 4*dim-byte vector row no longer takes a 4 KB page of its own (dim 512: 31 rows/page)
 _MMAP_SIZE = 1 << 40
 VECTOR_DTYPES = {"float32": "<f4", "float16": "<f2"}  # read pages through the OS page cache without copying
@@ -260,6 +261,11 @@ class MetadataStore:
         """id -> (id, path, modality, seg_start, seg_end, metadata) for the ids that exist."""
         out: dict[int, tuple] = {}
         ids = [int(i) for i in ids]
+        if len(ids) <= _FEW:  # a page of search hits: bound parameters beat building a JSON array
+            for row in self.conn.execute(
+                    f"SELECT {_HIT_COLUMNS} FROM items WHERE id IN ({','.join('?' * len(ids))})", ids):
+                out[row[0]] = row
+            return out
         for lo in range(0, len(ids), _CHUNK):
             chunk = json.dumps(ids[lo:lo + _CHUNK])
             for row in self.conn.execute(
