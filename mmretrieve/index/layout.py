@@ -4,6 +4,8 @@
                             the database's meta table; both must agree)
     <index>/meta.sqlite     source of truth (+ -wal/-shm while open)
     <index>/vectors.faiss   derived faiss cache (see vectors.py); may be absent or stale
+    <index>/rerank.vec      derived re-rank copy of the vectors by id (see rerank.py); may be absent or stale
+    <index>/*.tmp-<pid>     a cache being written (atomic_file); a dead writer's is removed on the next writer open
     <index>/writer.lock     flock target of the single writer
 
 save(other) builds <other>.tmp-<pid>-<rand>/ completely (manifest.json written last, everything

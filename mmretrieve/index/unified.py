@@ -1,7 +1,8 @@
 """UnifiedIndex: vectors of every modality in one faiss inner-product space, plus SQLite metadata.
 
-Storage design (one directory; see layout.py, store.py, vectors.py):
-- meta.sqlite (WAL) is the source of truth for metadata AND vectors (float32 blob per row). Every
+Storage design (one directory; see layout.py, store.py, vectors.py, rerank.py):
+- meta.sqlite (WAL) is the source of truth for metadata AND vectors (one float32 blob per row, or
+  float16 with vector_dtype="float16"). Every
   add / replace_path / remove, or every batch() of them, is ONE transaction that also bumps a
   generation counter. A process killed at any moment leaves the last committed transaction, so
   batch indexing resumes from file_state() with at most one batch redone, and nothing is duplicated.
@@ -9,6 +10,10 @@ Storage design (one directory; see layout.py, store.py, vectors.py):
   and database uuid it reflects, written atomically (temp file, fsync, os.replace). When stale it is
   caught up from the database (rows with gen > cached, tombstones of removed ids), when missing or
   from another database it is rebuilt (trainable factories are trained on the stored vectors).
+- rerank.vec (approximate structures) is a second derived cache: the vectors by id, float16 by
+  default, memory-mapped; candidates are re-scored from it without SQL. Ids are never reused and
+  stored vectors never change, so an older file is right for every id it holds; newer ids are read
+  from the database until save() extends it (see rerank.py).
 - Readers (readonly=True) take no lock and write nothing; each search runs inside one SQLite read
   transaction and first catches the in-memory faiss index up to that snapshot, so a reader sees
   exactly one committed state even while a writer in another process is adding.
