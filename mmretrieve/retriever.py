@@ -76,6 +76,7 @@ class Retriever:
         path: str | os.PathLike | None = None,
         factory: str = "auto",
         tuning: TuningConfig | None = None,
+        vector_dtype: str = "float32",
         device: str | None = None,
         pretrained: str | Mapping[str, str] | None = None,
         weights: str | None = None,
@@ -94,7 +95,8 @@ class Retriever:
         (None = whole recording as one entry). The sampling is recorded in the index.
         ``weights`` is read from the current directory when relative, and recorded as an absolute path.
         ``factory`` ("auto" or a faiss factory string) and ``tuning`` (recall target, memory budget)
-        choose the local index's structure. ``make_index(dim, fingerprint)`` builds another index backend (an ``IndexBackend``, e.g. a
+        choose the local index's structure; ``vector_dtype`` ("float32" or "float16": half the bytes on disk,
+        every score rounded to float16) the precision the local index stores vectors in. ``make_index(dim, fingerprint)`` builds another index backend (an ``IndexBackend``, e.g. a
         Milvus collection) instead of a local one.
         """
         from .models import create_encoder
@@ -112,7 +114,7 @@ class Retriever:
             index = make_index(encoder.dim, fingerprint)
         else:
             index = UnifiedIndex.create(encoder.dim, fingerprint, factory=factory, tuning=tuning,
-                                        path=None if path is None else os.fspath(path))
+                                        path=None if path is None else os.fspath(path), vector_dtype=vector_dtype)
         return cls(encoder, index, sampling=chosen, batch_size=batch_size, num_workers=num_workers, weights_path=weights)
 
     @classmethod
@@ -389,6 +391,7 @@ class Retriever:
             "dim": self.index.dim,
             "factory": self.index.factory,
             "structure": self.index.structure(),
+            "vector_dtype": getattr(self.index, "vector_dtype", "float32"),
             "counts": self.index.stats(),
             "files": len(self.index.paths()),
             "video_head": video_head_of(fp["encoder"]),

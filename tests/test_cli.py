@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -109,3 +110,23 @@ def test_new_index_sampling_options_are_recorded(tmp_path, capsys):
     assert info["video_sampling"]["keyframe_snap"] is True
     code, out, err = run(capsys, "index", str(media), "--index", index, "--frames", "4", "--no-progress")
     assert code == 2 and "--frames: only for a new index" in err
+
+
+def test_vector_dtype_float16_is_recorded_and_only_for_a_new_index(cli_index, tmp_path, capsys):
+    import mmretrieve as mmr
+
+    media, _, _ = cli_index
+    index = str(tmp_path / "half")
+    code, out, err = run(capsys, "index", media, "--index", index, "--preset", TINY, "--workers", "0",
+                         "--no-progress", "--vector-dtype", "float16")
+    assert code == 0, err
+    code, out, err = run(capsys, "info", index)
+    assert "vectors:      stored as float16" in out
+    with mmr.Retriever.load(index, num_workers=0) as r:
+        assert r.info()["vector_dtype"] == "float16"
+        image = next(p for p in r.index.paths() if p.endswith(".png"))
+        stored = r.index.vectors([e.id for e in r.index.entries(image)])
+        fresh = r.embed(pathlib.Path(image)).reshape(1, -1)
+        np.testing.assert_array_equal(stored, fresh.astype(np.float16).astype(np.float32))
+    code, out, err = run(capsys, "index", media, "--index", index, "--vector-dtype", "float32", "--no-progress")
+    assert code == 2 and f"--vector-dtype: only for a new index; {index} keeps the precision it was created with" in err

@@ -18,6 +18,9 @@ def register(sub) -> None:
     add_pretrained(p)
     add_device(p)
     add_structure_options(p)
+    p.add_argument("--vector-dtype", choices=("float32", "float16"), default=None,
+                   help="precision a new index stores its vectors in (default float32; float16 halves the disk "
+                        "and rounds every score to float16)")
     new = p.add_argument_group("a new index's embedding (recorded in the index; defaults from the preset)")
     new.add_argument("--video-head", choices=("mean", "transformer"), help="temporal head over frame vectors")
     add_sampling_options(new)
@@ -42,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     chosen = [f"--{name.replace('_', '-')}" for name in _NEW_INDEX_OPTIONS if getattr(args, name) not in (None, False)]
     if os.path.exists(args.index):
+        if args.vector_dtype is not None:
+            raise ValueError(f"--vector-dtype: only for a new index; {args.index} keeps the precision it was "
+                             f"created with (see `mmretrieve info {args.index}`)")
         if args.target_recall is not None or args.max_memory is not None or args.no_tune \
                 or args.rerank_dtype is not None:
             raise ValueError(f"--target-recall/--max-memory/--rerank-dtype/--no-tune: only for a new index; change {args.index}'s "
@@ -56,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             path=args.index,
             factory=args.factory,
             tuning=tuning_from_args(args),
+            vector_dtype=args.vector_dtype or "float32",
             device=args.device,
             pretrained=args.pretrained,
             video_head=args.video_head,

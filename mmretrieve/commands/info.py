@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"encoder:      {info['preset']} ({info['encoder_id']}), dim {info['dim']}, faiss {info['factory']}")
     print("entries:      " + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
     print(f"files:        {info['files']}")
+    print(f"vectors:      stored as {info['vector_dtype']}")
     print(f"search:       {info['structure']['description']}")
     vs = info["video_sampling"]
     frames = f"{vs['fps']} fps" if vs.get("fps") else f"{vs['num_frames']} frames"
