@@ -464,3 +464,114 @@ def test_save_interrupted_between_its_renames_is_restored_by_repair(capsys, buil
     _clean_after_repair(capsys, index_dir)
     assert os.path.isfile(os.path.join(index_dir, "manifest.json")) and not os.path.exists(aside)
     _assert_same_results(_results(index_dir), want)
+
+
+# ---------------------------------------------------------------------------------------- more damage
+def test_rows_of_one_file_with_different_contents_detected_and_reembedded(capsys, built):
+    """One window of a recording carries another content hash (rows written from two versions of the
+    file): verify names the file, repair re-embeds it whole."""
+    index_dir, files, want = built
+    audio = files["audio"][0]
+    _sql(index_dir, ("UPDATE items SET content_hash = '!older' WHERE path = ? AND seg_start = 10.0", (audio,)))
+
+    code, report = _verify(capsys, index_dir)
+    assert code == 1
+    assert _damage(report) == {"mixed_files": [audio]}
+    assert report["problems"] == [f"1 file(s) with rows of different contents: {audio}"]
+
+    repaired = _clean_after_repair(capsys, index_dir)
+    assert "re-embedded 1 changed file(s)" in repaired["repaired"]
+    assert _query(index_dir, "SELECT COUNT(DISTINCT content_hash) FROM items WHERE path = ?", (audio,)) == [(1,)]
+    _assert_same_results(_results(index_dir), want)
+
+
+def test_manifest_that_no_longer_parses_is_rewritten_from_the_database(capsys, built):
+    index_dir, files, want = built
+    manifest = os.path.join(index_dir, "manifest.json")
+    with open(manifest, "wb") as f:
+        f.write(b"{\"format\": \"mmretrieve-ind")  # cut short
+
+    capsys.readouterr()
+    assert cli_main(["verify", index_dir]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+
+    repaired = _clean_after_repair(capsys, index_dir)
+    assert repaired["repaired"][0] == f"rewrote {manifest} from meta.sqlite"
+    with open(manifest) as f:
+        assert json.load(f)["fingerprint"]["encoder"]["preset"] == TINY
+    _assert_same_results(_results(index_dir), want)
+
+
+def test_text_report_says_ok_or_lists_each_problem(capsys, built):
+    index_dir, files, _ = built
+    capsys.readouterr()
+    assert cli_main(["verify", index_dir]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"index {index_dir}: {N_IMAGES + 3} entries from {N_IMAGES + 1} file(s) "
+                      f"(text 0, image {N_IMAGES}, video 0, audio 3), generation 1")
+    assert out[1] == "faiss cache: ok"
+    assert out[2].startswith(f"encoder: ok ({TINY} ")
+    assert out[3:] == ["OK: vectors, metadata, faiss cache and encoder agree"]
+
+    victim = _id_of(index_dir, files["image"][0])
+    _sql(index_dir, ("DELETE FROM vectors WHERE id = ?", (victim,)))
+    assert cli_main(["verify", index_dir, "--no-encoder"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == "encoder: skipped"
+    assert out[3:] == [f"PROBLEM: 1 metadata row(s) without a vector: ids {victim}"]
+
+
+def test_no_hash_checks_existence_only(capsys, built):
+    index_dir, files, _ = built
+    changed = files["image"][4]
+    write_image(changed, np.random.default_rng(99).integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    os.remove(files["image"][0])
+
+    code, report = _verify(capsys, index_dir, "--no-hash")
+    assert code == 0 and _damage(report) == {"missing_media": [files["image"][0]]}
+    code, report = _verify(capsys, index_dir)
+    assert code == 1 and _damage(report) == {"missing_media": [files["image"][0]], "changed_media": [changed]}
+
+
+def test_index_without_an_encoder_record_is_checked_but_not_reembedded(tmp_path):
+    """An index filled with vectors from elsewhere (no Retriever encoder record): the encoder check is
+    skipped with its reason, a changed file is reported, and repair says why it cannot re-embed it."""
+    from mmretrieve.index import Record, UnifiedIndex
+    from mmretrieve.verify import verify_index
+
+    media = _make_media(str(tmp_path / "media"))
+    path = media["image"][0]
+    index_dir = str(tmp_path / "plain.mmr")
+    vecs = np.eye(2, 8, dtype=np.float32)
+    with UnifiedIndex.create(8, {"format": "vectors-from-elsewhere"}, path=index_dir) as ix:
+        ix.add(vecs, [Record(path, "image", content_hash="sha256:" + "0" * 64), Record(None, "text")])
+        ix.save()
+
+    report = verify_index(index_dir)
+    assert report.encoder.status == "skipped" and report.encoder.detail == "not a Retriever index (no encoder record)"
+    assert report.changed_media == (path,) and not report.ok and report.entries == 2 and report.files == 1
+
+    repaired = verify_index(index_dir, repair=True)
+    assert repaired.repaired == ("cannot re-embed 1 changed file(s): the index has no encoder record",
+                                 "rebuilt and saved the faiss cache")
+    assert repaired.changed_media == (path,) and repaired.entries == 2
+
+
+def test_problems_name_cache_ids_and_abbreviate_long_lists():
+    from mmretrieve.index import CacheCheck
+    from mmretrieve.verify import EncoderCheck, VerifyReport
+
+    base = dict(path="/i.mmr", generation=4, entries=9, files=3, counts={"total": 9}, orphan_items=(),
+                orphan_vectors=(), bad_vectors=(), duplicates=(), encoder=EncoderCheck("ok"))
+    report = VerifyReport(cache=CacheCheck("ok", generation=4, missing_ids=(3, 4), extra_ids=(70,)), **base)
+    assert report.problems() == ["faiss cache ok; 2 id(s) missing from faiss; 1 id(s) in faiss but not in SQLite"]
+    assert not report.ok
+    report = VerifyReport(cache=CacheCheck("corrupt", "vectors.faiss: bad header"),
+                          **{**base, "orphan_vectors": tuple(range(1, 8))})
+    assert report.problems() == ["7 vector row(s) without metadata: ids 1, 2, 3, 4, 5 (+2 more)",
+                                 "faiss cache corrupt; vectors.faiss: bad header"]
+    report = VerifyReport(cache=CacheCheck("stale", generation=2), encoder=EncoderCheck("unavailable", "no weights"),
+                          **{k: v for k, v in base.items() if k != "encoder"})
+    assert report.problems() == ["encoder unavailable: no weights"]
+    assert VerifyReport(cache=CacheCheck("missing"), **base).ok
+    assert EncoderCheck("skipped").ok and not EncoderCheck("mismatch").ok
