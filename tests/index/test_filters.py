@@ -79,6 +79,9 @@ def test_modality_filter_selects_those_modalities(db):
     ({"a": None}, [4]),  # JSON null; a missing key is not null
     ({"flag": None}, [3]),
     ({"a": ["x", 1, None]}, [1, 3, 4]),  # a list is "any of", each value type-exact
+    ({"a": ["x", "y", "z"]}, [1, 6]),
+    ({"flag": [True, False]}, [1, 2]),
+    ({"n": [2.5, -3, 7]}, [3, 6]),
     ({"a": ("y",), "n": {-3, 2.5}}, [6]),  # keys combine with AND
     ({"n": frozenset([0, True])}, [4, 5]),
     ({"a": []}, []),  # an empty list matches nothing
@@ -129,7 +132,7 @@ def test_keys_that_cannot_be_a_json_path_are_refused(key, message):
 def test_the_longest_key_and_printable_keys_are_accepted(db):
     assert MAX_FILTER_KEY_LENGTH == 256
     assert _select(db, where={"k" * 256: 1}) == []
-    assert _select(db, where={" ": 1, "ü.~": 2}) == []  # space and non-ASCII are fine
+    assert _select(db, where={" ": 1, "ü.~": 2, "X-ray": 3}) == []  # space, letters and non-ASCII are fine
 
 
 @pytest.mark.parametrize("value, message", [
