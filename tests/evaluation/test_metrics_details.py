@@ -181,3 +181,26 @@ def test_table_aligns_names_left_and_figures_right_and_leaves_missing_cells_empt
         "text->item    5.0  12.0         ",
         "custom      100.0              7",
     ]
+
+
+@pytest.mark.parametrize("x2t", ["any-caption", "best-caption"])
+def test_evaluate_pair_applies_ties_and_median_to_both_directions_on_tied_scores(x2t):
+    """0/1 embeddings: many exactly tied scores, so each tie policy and median convention changes the
+    figures of both directions, and each must equal the direction computed on its own."""
+    rng = np.random.default_rng(10)
+    texts = rng.integers(0, 2, (12, 4)).astype(np.float32)
+    items = rng.integers(0, 2, (6, 4)).astype(np.float32)  # an even number of queries both ways
+    owners = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    captions_of = [[c for c in range(12) if owners[c] == j] for j in range(6)]
+    seen = {}
+    for ties in ("item-order", "pessimistic", "optimistic"):
+        for median in ("floor", "midpoint"):
+            got = evaluate_pair(texts, items, owners, ties=ties, median=median, x2t=x2t)
+            assert got["t2x"] == retrieval_metrics(texts, items, owners, ties=ties, median=median)
+            back = (retrieval_metrics_grouped(items, texts, owners, ties=ties, median=median) if x2t == "best-caption"
+                    else retrieval_metrics_multi(items, texts, captions_of, ties=ties, median=median))
+            assert got["x2t"] == back
+            seen[ties, median] = got
+    for direction in ("t2x", "x2t"):  # the data tells the options apart in both directions
+        assert len({repr(sorted(g[direction].items())) for (t, m), g in seen.items() if m == "floor"}) == 3
+        assert seen["pessimistic", "floor"][direction]["MdR"] != seen["pessimistic", "midpoint"][direction]["MdR"]
