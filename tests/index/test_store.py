@@ -431,3 +431,22 @@ def test_is_corruption_tells_damage_from_contention():
     assert is_corruption(sqlite3.OperationalError("database disk image is malformed"))
     assert not is_corruption(sqlite3.OperationalError("database is locked"))
     assert not is_corruption(ValueError("malformed"))
+
+
+def test_requests_of_more_than_one_chunk_of_ids_are_answered_whole():
+    """Id lists are sent to SQLite in chunks; rows found in the first and the last chunk (and none in
+    between) all count."""
+    s = _store()
+    with s.transaction():
+        s.insert([_row(f"/{i}.jpg") for i in range(3)], _vecs(3))
+    ids = [1] + list(range(1000, 101_000)) + [3]
+    assert sorted(s.vectors_by_id(ids, DIM)) == [1, 3]
+    assert sorted(s.hit_rows(ids)) == [1, 3]
+    assert [chunk.tolist() for chunk, _ in s.iter_vectors(DIM, ids=np.array(ids))] == [[1], [3]]
+    with s.transaction():
+        s.delete_vector_rows(ids)
+    assert s.orphan_item_ids() == (1, 3)
+    with s.transaction():
+        assert s.delete(ids) == 2
+    assert s.all_ids().tolist() == [2] and sorted(s.removed_since(0).tolist()) == [1, 3]
+    s.close()
