@@ -1,0 +1,168 @@
+"""verify_index on a small Retriever index (tiny-random): the encoder check (ok, another
+fingerprint, a preset that cannot be rebuilt) and re-embedding during repair (changed files keep
+their metadata, undecodable ones are removed). One index is built per module and copied per test."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+
+import mmretrieve as mmr
+from mmretrieve.media.write import write_image
+from mmretrieve.verify import verify_index
+
+TINY = "tiny-random"
+
+
+def _image(path, value):
+    return os.path.realpath(write_image(str(path), np.full((24, 24, 3), value, dtype=np.uint8)))
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify_encoder")
+    media = [_image(root / "a.png", 10), _image(root / "b.png", 200)]
+    index_dir = str(root / "pristine.mmr")
+    with mmr.Retriever.create(TINY, path=index_dir, num_workers=0) as r:
+        r.add(media[0], metadata={"album": "x", "n": 1}, progress=False)
+        r.add(media[1], progress=False)
+        r.save()
+    return index_dir, media
+
+
+@pytest.fixture
+def index(pristine, tmp_path):
+    """A fresh copy of the pristine index beside fresh copies of its media (paths rewritten)."""
+    src_dir, src_media = pristine
+    media = [str(tmp_path / os.path.basename(p)) for p in src_media]
+    for s, d in zip(src_media, media):
+        shutil.copyfile(s, d)
+    index_dir = str(tmp_path / "i.mmr")
+    shutil.copytree(src_dir, index_dir)
+    _sql(index_dir, *[("UPDATE items SET path = ? WHERE path = ?", (d, s)) for s, d in zip(src_media, media)])
+    return index_dir, media
+
+
+def _sql(index_dir, *statements):
+    conn = sqlite3.connect(os.path.join(index_dir, "meta.sqlite"), isolation_level=None)
+    try:
+        for stmt in statements:
+            conn.execute(*stmt)
+    finally:
+        conn.close()
+
+
+def _edit_fingerprint(index_dir, edit):
+    """Change the recorded fingerprint in the manifest and the database alike (they must agree)."""
+    manifest = os.path.join(index_dir, "manifest.json")
+    with open(manifest) as f:
+        body = json.load(f)
+    edit(body["fingerprint"])
+    with open(manifest, "w") as f:
+        json.dump(body, f)
+    _sql(index_dir, ("UPDATE meta SET value = ? WHERE key = 'fingerprint'", (json.dumps(body["fingerprint"], sort_keys=True),)))
+
+
+def _vectors(index_dir):
+    with mmr.UnifiedIndex.open(index_dir, readonly=True) as ix:
+        out = {}
+        for ids, vecs in ix.iter_vectors():
+            for h, v in zip(ix.get(ids), vecs):
+                out[h.path] = (v.copy(), h.metadata)
+        return out
+
+
+def test_encoder_rebuilt_from_the_record_agrees(index):
+    index_dir, _ = index
+    r = verify_index(index_dir)
+    assert r.ok and r.encoder.status == "ok"
+    with mmr.Retriever.load(index_dir, readonly=True, num_workers=0) as ret:
+        encoder_id = ret.index.fingerprint["encoder_id"]
+    assert r.encoder.detail == f"{TINY} {encoder_id}"
+
+
+def test_another_fingerprint_is_a_mismatch_naming_the_keys(index):
+    index_dir, _ = index
+
+    def bigger_images(fp):
+        fp["encoder"]["image"]["size"] = 64
+
+    _edit_fingerprint(index_dir, bigger_images)
+    r = verify_index(index_dir)
+    assert r.encoder.status == "mismatch" and not r.ok
+    assert r.encoder.detail == f"preset {TINY!r} now has a different fingerprint (keys: image)"
+    assert r.problems() == [f"encoder mismatch: {r.encoder.detail}"]
+
+
+def test_a_changed_encoder_id_alone_is_a_mismatch(index):
+    index_dir, _ = index
+
+    def other_id(fp):
+        fp["encoder_id"] = "0000000000000000"
+
+    _edit_fingerprint(index_dir, other_id)
+    r = verify_index(index_dir)
+    assert r.encoder.status == "mismatch"
+    assert r.encoder.detail == f"preset {TINY!r} now has a different fingerprint (keys: encoder_id)"
+
+
+def test_a_preset_that_cannot_be_rebuilt_is_unavailable(index):
+    index_dir, _ = index
+
+    def unknown_preset(fp):
+        fp["encoder"]["preset"] = "no-such-preset"
+
+    _edit_fingerprint(index_dir, unknown_preset)
+    r = verify_index(index_dir)
+    assert r.encoder.status == "unavailable" and not r.ok
+    assert r.encoder.detail.startswith("cannot rebuild encoder 'no-such-preset': ")
+    assert verify_index(index_dir, check_encoder=False).ok
+
+
+def test_repair_reembeds_a_changed_file_with_its_metadata(index, tmp_path):
+    index_dir, media = index
+    before = _vectors(index_dir)
+    _image(media[0], 90)
+    r = verify_index(index_dir)
+    assert r.changed_media == (media[0],)
+    fixed = verify_index(index_dir, repair=True)
+    assert fixed.repaired == ("re-embedded 1 changed file(s)", "rebuilt and saved the faiss cache")
+    assert fixed.ok and fixed.entries == 2
+    after = _vectors(index_dir)
+    assert after[media[0]][1] == {"album": "x", "n": 1}  # metadata kept
+    assert not np.allclose(after[media[0]][0], before[media[0]][0])  # the new content's vector
+    assert np.array_equal(after[media[1]][0], before[media[1]][0])  # the other file untouched
+    fresh = str(tmp_path / "fresh.mmr")
+    with mmr.Retriever.create(TINY, path=fresh, num_workers=0) as ret:
+        ret.add(media[0], progress=False)
+        ret.save()
+    assert np.allclose(_vectors(fresh)[media[0]][0], after[media[0]][0], atol=1e-6)
+
+
+def test_repair_removes_a_changed_file_that_no_longer_decodes(index):
+    index_dir, media = index
+    with open(media[1], "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n not an image any more")
+    fixed = verify_index(index_dir, repair=True)
+    assert fixed.repaired[0] == "re-embedded 0 changed file(s)"
+    assert fixed.repaired[1].startswith(f"removed {media[1]}: it changed and no longer decodes (")
+    assert fixed.repaired[2:] == ("rebuilt and saved the faiss cache",)
+    assert fixed.ok and fixed.entries == 1 and list(_vectors(index_dir)) == [media[0]]
+
+
+def test_repair_reembeds_a_file_whose_row_lost_its_vector(index):
+    index_dir, media = index
+    before = _vectors(index_dir)
+    _sql(index_dir, ("DELETE FROM vectors WHERE id = (SELECT id FROM items WHERE path = ?)", (media[1],)))
+    r = verify_index(index_dir)
+    assert len(r.orphan_items) == 1
+    fixed = verify_index(index_dir, repair=True)
+    assert fixed.repaired == ("removed 1 orphan/bad/duplicate row(s)", "re-embedded 1 changed file(s)",
+                              "rebuilt and saved the faiss cache")
+    after = _vectors(index_dir)
+    assert fixed.ok and sorted(after) == sorted(media)
+    assert np.allclose(after[media[1]][0], before[media[1]][0], atol=1e-6)
