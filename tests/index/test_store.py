@@ -149,6 +149,7 @@ def test_reads_return_exactly_the_stored_rows():
     assert s.count(("modality = ?", ["audio"])) == 2
     assert s.counts_by_modality() == {"image": 1, "audio": 2, "text": 2}
     assert s.filtered_ids(("modality IN (?, ?)", ["text", "image"])).tolist() == [1, 4, 5]
+    assert s.filtered_ids(("modality = ?", ["audio"])).dtype == np.int64
     assert s.all_ids().dtype == np.int64 and s.all_ids().tolist() == [1, 2, 3, 4, 5]
     assert s.ids_for_path("/b.wav") == [2, 3] and s.ids_for_path("/nope") == []
     assert s.file_state("/b.wav") == ("hb", 1.5, 10) and s.file_state("/nope") is None
@@ -170,8 +171,9 @@ def test_vectors_round_trip_bit_exact_in_every_read():
     assert sorted(got) == [1, 3] and np.array_equal(got[3], vecs[2]) and np.array_equal(got[1], vecs[0])
     found, matrix = s.vectors_matrix(np.array([4, 2, 77]), DIM)
     assert found.tolist() == [2, 4] and matrix.dtype == np.float32 and np.array_equal(matrix, vecs[[1, 3]])
+    assert found.dtype == np.int64
     chunks = list(s.iter_vectors(DIM, chunk=3))
-    assert [c[0].tolist() for c in chunks] == [[1, 2, 3], [4]]
+    assert [c[0].tolist() for c in chunks] == [[1, 2, 3], [4]] and all(c[0].dtype == np.int64 for c in chunks)
     assert np.array_equal(np.concatenate([c[1] for c in chunks]), vecs)
     s.close()
 
@@ -181,8 +183,8 @@ def test_iter_vectors_since_a_generation_or_for_given_ids():
     assert [ids.tolist() for ids, _ in s.iter_vectors(DIM, since_gen=1)] == [[4, 5]]
     assert [ids.tolist() for ids, _ in s.iter_vectors(DIM, since_gen=3)] == []
     # ids in the given order, missing ones skipped, a chunk with none found yields nothing
-    out = [(ids.tolist(), v.shape) for ids, v in s.iter_vectors(DIM, ids=np.array([5, 2, 90, 91, 1]), chunk=2)]
-    assert out == [([5, 2], (2, DIM)), ([1], (1, DIM))]
+    out = [(ids.tolist(), ids.dtype, v.shape) for ids, v in s.iter_vectors(DIM, ids=np.array([5, 2, 90, 91, 1]), chunk=2)]
+    assert out == [([5, 2], np.int64, (2, DIM)), ([1], np.int64, (1, DIM))]
     _, v = next(s.iter_vectors(DIM, ids=np.array([4])))
     assert np.array_equal(v[0], _vecs(1, seed=1)[0])
     s.close()
@@ -226,6 +228,7 @@ def test_delete_tombstones_live_rows_at_the_current_generation():
     assert s.conn.execute("SELECT id, gen FROM removed ORDER BY id").fetchall() == [(2, 4), (5, 4)]
     assert s.vectors_by_id([2, 5], DIM) == {}
     assert s.removed_since(3).tolist() == [2, 5] and s.removed_since(4).tolist() == []
+    assert s.removed_since(3).dtype == np.int64
     with s.transaction():
         assert s.delete([999]) == 0 and s.delete([]) == 0
     assert s.data_generation() == 4  # the tombstones are the newest data
@@ -449,4 +452,35 @@ def test_requests_of_more_than_one_chunk_of_ids_are_answered_whole():
     with s.transaction():
         assert s.delete(ids) == 2
     assert s.all_ids().tolist() == [2] and sorted(s.removed_since(0).tolist()) == [1, 3]
+    s.close()
+
+
+def test_a_store_is_usable_from_other_threads(tmp_path):
+    """Searches and writes of one index run on several threads (the server, batch readers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = str(tmp_path / DB_NAME)
+    w = _filled(db)
+    r = MetadataStore.connect(db, readonly=True)
+    m = _filled()
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(r.count).result() == 5
+        assert pool.submit(m.count).result() == 5
+        assert pool.submit(lambda: w.delete_vector_rows([5])).result() is None
+    w.close()
+    w2 = MetadataStore.connect(db, readonly=False)
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(w2.orphan_item_ids).result() == (5,)
+    for s in (w2, r, m):
+        s.close()
+
+
+def test_check_runs_on_an_in_memory_store():
+    s = _filled()
+    s.check()
+    s.check(full=True)
+    with s.transaction(bump=False):
+        s.conn.execute("DROP TABLE removed")
+    with pytest.raises(IndexCorruptError, match=r"^:memory:: tables missing: \['removed'\]$"):
+        s.check()
     s.close()
