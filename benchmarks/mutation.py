@@ -31,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Target:
     module: str  # the file mutated
     tests: tuple[str, ...]  # pytest arguments selecting its tests
+    isolation: str = "fork"  # mutmut's process_isolation: "forkserver" when the tests start threads (torch)
 
 
 TARGETS = {
@@ -43,7 +44,10 @@ TARGETS = {
         "tests/index/test_filters.py", "tests/index/test_index_filters_property.py")),
     # no model for the plain-index tests, one tiny-random index per module for the encoder ones
     # (test_verify.py's CLI tests take seconds each and add no mutant they kill)
-    "verify": Target("mmretrieve/verify.py", ("tests/test_verify_plain.py", "tests/test_verify_encoder.py")),
+    # (forked straight from a process that has run a model, a mutant's tests can deadlock on a lock
+    # some thread held at fork time; the fork server forks from a process that only imported)
+    "verify": Target("mmretrieve/verify.py", ("tests/test_verify_plain.py", "tests/test_verify_encoder.py"),
+                     isolation="forkserver"),
     "store": Target("mmretrieve/index/store.py", (
         "tests/index/test_store.py", "tests/index/test_index_basic.py", "tests/index/test_index_persistence.py")),
 }
@@ -75,7 +79,8 @@ def prepare(name: str, target: Target, workdir: str) -> str:
                 f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
                 # mutmut's timeout is 15 x the tests' measured call time + this constant; fixture set-up
                 # (a model, an index) is not in the measured time, so the constant must cover it
-                f"timeout_constant = {TIMEOUT_CONSTANT}\n")
+                f"timeout_constant = {TIMEOUT_CONSTANT}\n"
+                f'process_isolation = "{target.isolation}"\n')
     # mutmut copies the sources into mutants/ and imports them from there; creating the folder first
     # lets PYTHONPATH name it, so CLI subprocesses started by a test run the mutant too
     os.makedirs(os.path.join(work, "mutants"))
@@ -107,6 +112,21 @@ def diff_of(work: str, mutant: str) -> list[str]:
             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
 
 
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|CREATE|FROM|WHERE|JOIN|ORDER BY)\b", re.IGNORECASE)
+_LITERAL = re.compile(r"'[^']*'")
+
+
+def sql_case_only(diff: list[str]) -> bool:
+    """True when a mutant only changes the letter case of SQL text outside its quoted literals: SQLite
+    reads keywords, table, column and pragma names case-insensitively, so the mutant is equivalent."""
+    minus = [line[1:] for line in diff if line.startswith("-")]
+    plus = [line[1:] for line in diff if line.startswith("+")]
+    if len(minus) != 1 or len(plus) != 1 or minus == plus or not _SQL.search(minus[0]):
+        return False
+    return (_LITERAL.findall(minus[0]) == _LITERAL.findall(plus[0])
+            and _LITERAL.sub("''", minus[0]).lower() == _LITERAL.sub("''", plus[0]).lower())
+
+
 def run(name: str, target: Target, workdir: str, jobs: int, diffs: bool) -> dict:
     work = prepare(name, target, workdir)
     t0 = time.perf_counter()
@@ -119,18 +139,29 @@ def run(name: str, target: Target, workdir: str, jobs: int, diffs: bool) -> dict
     tested = len(status) - counts["skipped"]
     score = 100.0 * (counts["killed"] + counts["timeout"]) / tested if tested else 0.0
     survivors = sorted(k for k, v in status.items() if v != "killed" and v != "timeout")
+    changes = {k: diff_of(work, k) for k in survivors}
+    sql_case = [k for k in survivors if status[k] == "survived" and sql_case_only(changes[k])]
+    others = [k for k in survivors if k not in sql_case]
+    adjusted = (100.0 * (counts["killed"] + counts["timeout"]) / (tested - len(sql_case))
+                if tested > len(sql_case) else 0.0)
     print(f"\n== {name}: {target.module}  ({len(status)} mutants, {seconds / 60:.1f} min, "
           f"{seconds / max(1, len(status)):.2f} s per mutant, mutmut exit {proc.returncode})")
     print("   " + ", ".join(f"{k} {v}" for k, v in counts.items() if v or k in ("killed", "survived", "timeout")))
     print(f"   score {score:.1f} %")
-    for s in survivors:
-        print(f"   {status[s]}: {s}")
+    if sql_case:
+        print(f"   {len(sql_case)} survivors only change the letter case of SQL text (equivalent: SQLite is "
+              f"case-insensitive there); score without them {adjusted:.1f} %")
+        for k in sql_case:
+            print(f"   equivalent (SQL case): {k}")
+    for k in others:
+        print(f"   {status[k]}: {k}")
         if diffs:
-            for line in diff_of(work, s):
+            for line in changes[k]:
                 print(f"       {line.strip()[:160]}")
     if proc.returncode != 0 and not status:
         print(f"   mutmut failed; see {os.path.join(work, 'mutmut.log')}")
-    return {"module": target.module, "mutants": len(status), "score": score, **counts}
+    return {"module": target.module, "mutants": len(status), "score": score, "adjusted": adjusted,
+            "sql_case": len(sql_case), **counts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
     rows = [run(n, TARGETS[n], args.workdir, args.jobs, args.diffs) for n in (args.modules or list(TARGETS))]
-    print("\nmodule                                  mutants  killed  survived  timeout  score")
+    print("\nmodule                                  mutants  killed  survived  timeout   score  SQL-case  score w/o")
     for r in rows:
         print(f"{r['module']:<40}{r['mutants']:>7}{r['killed']:>8}{r['survived']:>10}{r['timeout']:>9}"
-              f"{r['score']:>6.1f} %")
+              f"{r['score']:>7.1f} %{r['sql_case']:>9}{r['adjusted']:>9.1f} %")
     return 0
 
 
