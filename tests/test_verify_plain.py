@@ -296,3 +296,20 @@ def test_problem_wording_for_cache_ids_and_long_lists():
     assert not EncoderCheck("mismatch").ok and not EncoderCheck("unavailable").ok
     milvus_like = VerifyReport(cache=CacheCheck("ok"), **{**base, "generation": None})
     assert str(milvus_like).splitlines()[0] == "index /i.mmr: 9 entries from 3 file(s) ()"
+
+
+def test_cache_newer_than_the_database_is_corrupt(plain):
+    """The counter says generation 1, the cache says 2 (the database was put back from an older copy
+    while the cache stayed): the cache cannot be trusted, repair moves it aside and the counter on."""
+    index_dir, media = plain
+    with UnifiedIndex.open(index_dir) as ix:
+        ix.remove_path(media[0])
+        ix.save()
+    _sql(index_dir, "UPDATE state SET generation = 1")
+    r = verify_index(index_dir)
+    assert r.cache.status == "corrupt" and r.cache.detail == "cache claims generation 2, newer than the database's 1"
+    assert r.generation_behind == 2
+    fixed = verify_index(index_dir, repair=True)
+    assert fixed.repaired[0].startswith("moved the bad faiss cache aside to ")
+    assert fixed.repaired[1:] == ("moved the generation counter forward to 2", REBUILT)
+    assert fixed.ok and fixed.generation == 2 and fixed.entries == 5
