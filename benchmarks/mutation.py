@@ -32,6 +32,7 @@ class Target:
     module: str  # the file mutated
     tests: tuple[str, ...]  # pytest arguments selecting its tests
     isolation: str = "fork"  # mutmut's process_isolation: "forkserver" when the tests start threads (torch)
+    setup_seconds: int = 60  # fixture set-up time per run, added to mutmut's timeout (see prepare)
 
 
 TARGETS = {
@@ -49,9 +50,9 @@ TARGETS = {
     "verify": Target("mmretrieve/verify.py", ("tests/test_verify_plain.py", "tests/test_verify_encoder.py"),
                      isolation="forkserver"),
     "store": Target("mmretrieve/index/store.py", (
-        "tests/index/test_store.py", "tests/index/test_index_basic.py", "tests/index/test_index_persistence.py")),
+        "tests/index/test_store.py", "tests/index/test_index_basic.py", "tests/index/test_index_persistence.py"),
+        setup_seconds=5),
 }
-TIMEOUT_CONSTANT = 60  # seconds
 STATUSES = ("killed", "survived", "timeout", "no tests", "suspicious", "skipped", "segfault", "not checked")
 
 
@@ -79,7 +80,7 @@ def prepare(name: str, target: Target, workdir: str) -> str:
                 f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
                 # mutmut's timeout is 15 x the tests' measured call time + this constant; fixture set-up
                 # (a model, an index) is not in the measured time, so the constant must cover it
-                f"timeout_constant = {TIMEOUT_CONSTANT}\n"
+                f"timeout_constant = {target.setup_seconds}\n"
                 f'process_isolation = "{target.isolation}"\n')
     # mutmut copies the sources into mutants/ and imports them from there; creating the folder first
     # lets PYTHONPATH name it, so CLI subprocesses started by a test run the mutant too

@@ -313,3 +313,24 @@ def test_cache_newer_than_the_database_is_corrupt(plain):
     assert fixed.repaired[0].startswith("moved the bad faiss cache aside to ")
     assert fixed.repaired[1:] == ("moved the generation counter forward to 2", REBUILT)
     assert fixed.ok and fixed.generation == 2 and fixed.entries == 5
+
+
+def test_a_skipped_encoder_check_without_detail_prints_bare(plain):
+    index_dir, _ = plain
+    assert str(verify_index(index_dir, check_encoder=False)).splitlines()[2] == "encoder: skipped"
+
+
+def test_an_encoder_block_in_another_format_is_never_used_to_reembed(tmp_path):
+    """A fingerprint that names a preset but is not a Retriever index's (another tool's format): the
+    encoder check is skipped and repair refuses to guess an encoder for a changed file."""
+    p = tmp_path / "a.bin"
+    p.write_bytes(b"first")
+    index_dir = str(tmp_path / "other.mmr")
+    with UnifiedIndex.create(DIM, {"format": "another-tool", "encoder": {"preset": "tiny-random"}}, path=index_dir) as ix:
+        ix.add(_unit(1), [Record(str(p), "image", content_hash=file_hash(str(p)))])
+        ix.save()
+    p.write_bytes(b"second")
+    r = verify_index(index_dir)
+    assert r.encoder == EncoderCheck("skipped", NO_ENCODER) and r.changed_media == (str(p),)
+    fixed = verify_index(index_dir, repair=True)
+    assert fixed.repaired == ("cannot re-embed 1 changed file(s): the index has no encoder record", REBUILT)
