@@ -166,3 +166,15 @@ def test_repair_reembeds_a_file_whose_row_lost_its_vector(index):
     after = _vectors(index_dir)
     assert fixed.ok and sorted(after) == sorted(media)
     assert np.allclose(after[media[1]][0], before[media[1]][0], atol=1e-6)
+
+
+def test_repair_reports_every_file_that_no_longer_decodes_among_several(index):
+    index_dir, media = index
+    with open(media[0], "wb") as f:  # a.png: first in order, now garbage
+        f.write(b"\x89PNG\r\n\x1a\n garbage")
+    _image(media[1], 33)  # b.png: changed, still an image
+    fixed = verify_index(index_dir, repair=True)
+    assert fixed.repaired[0] == "re-embedded 1 changed file(s)"
+    assert fixed.repaired[1].startswith(f"removed {media[0]}: it changed and no longer decodes (")
+    assert len(fixed.repaired) == 3 and fixed.repaired[2] == "rebuilt and saved the faiss cache"
+    assert fixed.ok and list(_vectors(index_dir)) == [media[1]]
