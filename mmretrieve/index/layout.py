@@ -17,9 +17,11 @@ open (the unfinished save is discarded). Leftover .tmp-* dirs of dead processes 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import struct
 from typing import Any, BinaryIO, Iterator
 
 from ..errors import IndexCorruptError
@@ -69,6 +71,67 @@ def atomic_write_bytes(path: str, chunks: list[bytes | memoryview]) -> None:
     with atomic_file(path) as f:
         for chunk in chunks:
             f.write(chunk)
+
+
+_HEADER_SLOT = 4096  # header bytes reserved in a written framed file (JSON padded with spaces)
+_MAX_HEADER = 1 << 16
+
+
+class FramedWriter:
+    """The payload side of :func:`framed_file`: bytes written are hashed and counted on the way."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._digest = hashlib.sha256()
+        self.nbytes = 0
+
+    def write(self, chunk: bytes | memoryview) -> int:
+        self._digest.update(chunk)
+        self.nbytes += len(chunk)
+        return self._f.write(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+@contextlib.contextmanager
+def framed_file(path: str, magic: bytes, header: dict[str, Any]) -> Iterator[FramedWriter]:
+    """Write ``path`` atomically as ``magic``, a header length, a JSON header and a payload streamed
+    through the yielded writer. The header slot has a fixed size and is filled once the payload is
+    complete: ``header`` plus the payload's ``nbytes`` and ``sha256``."""
+    with atomic_file(path) as f:
+        f.write(magic)
+        f.write(struct.pack("<Q", _HEADER_SLOT))
+        f.write(b" " * _HEADER_SLOT)
+        writer = FramedWriter(f)
+        yield writer
+        body = json.dumps({**header, "nbytes": writer.nbytes, "sha256": writer.sha256},
+                          sort_keys=True).encode("utf-8")
+        if len(body) > _HEADER_SLOT:
+            raise ValueError(f"{path}: header of {len(body)} bytes does not fit its {_HEADER_SLOT}-byte slot")
+        f.seek(len(magic) + 8)
+        f.write(body.ljust(_HEADER_SLOT, b" "))
+
+
+def read_framed_header(f: BinaryIO, path: str, magic: bytes, what: str, hint: str) -> dict[str, Any]:
+    """The JSON header of a file :func:`framed_file` wrote, ``f`` left at the payload's start;
+    IndexCorruptError naming ``path`` (``what`` the file is, ``hint`` the way out) for a bad frame."""
+    if f.read(len(magic)) != magic:
+        raise IndexCorruptError(f"{path}: not an mmretrieve {what} (bad magic); {hint}")
+    raw_len = f.read(8)
+    if len(raw_len) != 8:
+        raise IndexCorruptError(f"{path}: truncated header; {hint}")
+    (hlen,) = struct.unpack("<Q", raw_len)
+    if hlen > _MAX_HEADER:
+        raise IndexCorruptError(f"{path}: header length {hlen} is implausible; {hint}")
+    try:
+        header = json.loads(f.read(hlen).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise IndexCorruptError(f"{path}: header is not valid JSON; {hint}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("nbytes"), int):
+        raise IndexCorruptError(f"{path}: header lacks nbytes; {hint}")
+    return header
 
 
 def write_manifest(index_dir: str, *, dim: int, factory: str, fingerprint: dict) -> None:

@@ -18,17 +18,15 @@ the checksum and the content against the database are verified by ``UnifiedIndex
 from __future__ import annotations
 
 import hashlib
-import json
 import mmap
 import os
-import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from ..errors import IndexCorruptError
-from .layout import atomic_file
+from .layout import framed_file, read_framed_header
 
 __all__ = ["RERANK_NAME", "RERANK_DTYPES", "RerankTable", "build_rerank_table", "write_rerank",
            "open_rerank", "rerank_digest"]
@@ -36,8 +34,6 @@ __all__ = ["RERANK_NAME", "RERANK_DTYPES", "RerankTable", "build_rerank_table", 
 RERANK_NAME = "rerank.vec"
 RERANK_DTYPES = {"float16": "<f2", "float32": "<f4"}
 MAGIC = b"MMRRERANK\x01\n"
-_HEADER_SLOT = 4096
-_MAX_HEADER = 1 << 16
 _COPY_ROWS = 65536
 _HINT = "delete it (or run `mmretrieve verify --repair`); it is rebuilt from meta.sqlite on the next save"
 
@@ -111,43 +107,21 @@ def write_rerank(path: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], *, 
     """Write the table atomically, streamed: ``base``'s rows (an older table of the same database)
     then ``chunks`` of (ascending ids, vectors) for the ids after it."""
     np_dtype = RERANK_DTYPES[_check_dtype(dtype)]
-    with atomic_file(path) as f:
-        f.write(MAGIC)
-        f.write(struct.pack("<Q", _HEADER_SLOT))
-        f.write(b" " * _HEADER_SLOT)
-        digest = hashlib.sha256()
-        nbytes = 0
+    header = {"format": 1, "generation": int(generation), "uuid": uuid, "dim": int(dim), "dtype": dtype,
+              "rows": int(rows)}
+    with framed_file(path, MAGIC, header) as payload:
         for block in _rows_stream(base, chunks, rows, dim, np_dtype):
-            raw = np.ascontiguousarray(block).tobytes()
-            digest.update(raw)
-            nbytes += len(raw)
-            f.write(raw)
-        header = json.dumps({"format": 1, "generation": int(generation), "uuid": uuid, "dim": int(dim),
-                             "dtype": dtype, "rows": int(rows), "nbytes": nbytes, "sha256": digest.hexdigest()},
-                            sort_keys=True).encode("utf-8")
-        f.seek(len(MAGIC) + 8)  # patch the header slot now that length and checksum are known
-        f.write(header.ljust(_HEADER_SLOT, b" "))
+            payload.write(np.ascontiguousarray(block).tobytes())
 
 
 def _read_header(path: str, dim: int) -> tuple[dict[str, Any], int]:
     try:
         with open(path, "rb") as f:
-            if f.read(len(MAGIC)) != MAGIC:
-                raise IndexCorruptError(f"{path}: not an mmretrieve re-rank file (bad magic); {_HINT}")
-            raw_len = f.read(8)
-            if len(raw_len) != 8:
-                raise IndexCorruptError(f"{path}: truncated header; {_HINT}")
-            (hlen,) = struct.unpack("<Q", raw_len)
-            if hlen > _MAX_HEADER:
-                raise IndexCorruptError(f"{path}: header length {hlen} is implausible; {_HINT}")
-            try:
-                header = json.loads(f.read(hlen).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise IndexCorruptError(f"{path}: header is not valid JSON; {_HINT}") from None
+            header = read_framed_header(f, path, MAGIC, "re-rank file", _HINT)
             size = os.fstat(f.fileno()).st_size
+            offset = f.tell()
     except OSError as exc:
         raise IndexCorruptError(f"{path}: cannot read ({exc})") from None
-    offset = len(MAGIC) + 8 + hlen
     ok = isinstance(header, dict) and header.get("dtype") in RERANK_DTYPES and all(
         isinstance(header.get(k), int) and not isinstance(header.get(k), bool) and header[k] >= 0
         for k in ("generation", "rows", "nbytes", "dim")) and isinstance(header.get("uuid"), str)

@@ -11,25 +11,21 @@ a truncated or altered file becomes IndexCorruptError instead of reaching faiss'
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import struct
 from typing import Any
 
 import faiss
 import numpy as np
 
 from ..errors import IndexCorruptError, MMRError
-from .layout import atomic_file
+from .layout import framed_file, read_framed_header
 
 __all__ = ["IndexTrainingError", "make_faiss_index", "validate_factory", "train_index",
            "write_cache", "read_cache", "search_index", "remove_ids", "IdFilter"]
 
 MAGIC = b"MMRFAISS\x01\n"
-_MAX_HEADER = 1 << 16
 TRAIN_SAMPLE = 262_144
 _BLOCK = 1 << 22  # bytes per read / write when hashing, parsing and writing a cache file
-_HEADER_SLOT = 4096  # header bytes reserved in a written cache (JSON padded with spaces)
 
 
 class IndexTrainingError(MMRError, ValueError):
@@ -71,28 +67,10 @@ def write_cache(path: str, index: faiss.IndexIDMap2, *, generation: int, uuid: s
     """Write the cache atomically, streaming faiss's bytes to disk (hashed on the way) instead of
     serialising the whole index in memory first: the header is a fixed-size slot, JSON padded with
     spaces, filled in once the payload's length and sha256 are known."""
-    with atomic_file(path) as f:
-        f.write(MAGIC)
-        f.write(struct.pack("<Q", _HEADER_SLOT))
-        f.write(b" " * _HEADER_SLOT)
-        digest = hashlib.sha256()
-        nbytes = 0
-
-        def sink(chunk: bytes) -> int:
-            nonlocal nbytes
-            digest.update(chunk)
-            nbytes += len(chunk)
-            return f.write(chunk)
-
-        faiss.write_index(index, faiss.PyCallbackIOWriter(sink, _BLOCK))
-        header = json.dumps({
-            "format": 1, "generation": int(generation), "uuid": uuid, "dim": int(dim), "factory": factory,
-            "ntotal": int(index.ntotal), "nbytes": nbytes, "sha256": digest.hexdigest(),
-        }, sort_keys=True).encode("utf-8")
-        if len(header) > _HEADER_SLOT:
-            raise ValueError(f"cache header of {len(header)} bytes does not fit its {_HEADER_SLOT}-byte slot")
-        f.seek(len(MAGIC) + 8)  # patch the header slot now that length and checksum are known
-        f.write(header.ljust(_HEADER_SLOT, b" "))
+    header = {"format": 1, "generation": int(generation), "uuid": uuid, "dim": int(dim), "factory": factory,
+              "ntotal": int(index.ntotal)}
+    with framed_file(path, MAGIC, header) as payload:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(payload.write, _BLOCK))
 
 
 def read_cache(path: str, *, dim: int, factory: str | None) -> tuple[faiss.IndexIDMap2, dict[str, Any]]:
@@ -101,22 +79,7 @@ def read_cache(path: str, *, dim: int, factory: str | None) -> tuple[faiss.Index
     hint = "delete it and reopen the index to rebuild it from meta.sqlite"
     try:
         with open(path, "rb") as f:
-            magic = f.read(len(MAGIC))
-            if magic != MAGIC:
-                raise IndexCorruptError(f"{path}: not an mmretrieve faiss cache (bad magic); {hint}")
-            raw_len = f.read(8)
-            if len(raw_len) != 8:
-                raise IndexCorruptError(f"{path}: truncated header; {hint}")
-            (hlen,) = struct.unpack("<Q", raw_len)
-            if hlen > _MAX_HEADER:
-                raise IndexCorruptError(f"{path}: header length {hlen} is implausible; {hint}")
-            raw_header = f.read(hlen)
-            try:
-                header = json.loads(raw_header.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise IndexCorruptError(f"{path}: header is not valid JSON; {hint}") from None
-            if not isinstance(header, dict) or not isinstance(header.get("nbytes"), int):
-                raise IndexCorruptError(f"{path}: header lacks nbytes; {hint}")
+            header = read_framed_header(f, path, MAGIC, "faiss cache", hint)
             if header.get("dim") != dim or (factory is not None and header.get("factory") != factory):
                 raise IndexCorruptError(
                     f"{path}: cache is for dim={header.get('dim')} factory={header.get('factory')!r}, "
