@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from metric_helpers import exact_sims
+
 from mmretrieve.evaluation import (
     describe_conventions,
     evaluate_pair,
@@ -20,12 +22,6 @@ from mmretrieve.evaluation import (
 )
 
 
-def _sims(rows) -> tuple[np.ndarray, np.ndarray]:
-    """(queries, items) whose similarity matrix is exactly ``rows``."""
-    s = np.asarray(rows, dtype=np.float32)
-    return s, np.eye(s.shape[1], dtype=np.float32)
-
-
 # 3 queries x 4 items, with ties
 TIED = [
     [0.5, 0.5, 0.5, 0.5],  # positive 2: items 0 and 1 tie with it
@@ -36,7 +32,7 @@ TIED_POSITIVES = [2, 1, 3]
 
 
 def test_ties_item_order_as_open_clip():
-    q, items = _sims(TIED)
+    q, items = exact_sims(TIED)
     # q0: 0 higher + 2 tied before (items 0, 1) -> 3; q1: item 2 comes after item 1 -> 1; q2: 1 + 2 -> 4
     assert ranks_of_positives(q, items, [[p] for p in TIED_POSITIVES]).tolist() == [3, 1, 4]
     m = retrieval_metrics(q, items, TIED_POSITIVES)
@@ -44,13 +40,13 @@ def test_ties_item_order_as_open_clip():
 
 
 def test_ties_pessimistic_option():
-    q, items = _sims(TIED)
+    q, items = exact_sims(TIED)
     # every tied non-positive first: q0 3 tied -> 4; q1 item 2 -> 2; q2 1 higher + 2 tied -> 4
     assert ranks_of_positives(q, items, [[p] for p in TIED_POSITIVES], ties="pessimistic").tolist() == [4, 2, 4]
 
 
 def test_ties_optimistic_option():
-    q, items = _sims(TIED)
+    q, items = exact_sims(TIED)
     # tied non-positives after: q0 -> 1; q1 -> 1; q2 only item 0 is higher -> 2
     assert ranks_of_positives(q, items, [[p] for p in TIED_POSITIVES], ties="optimistic").tolist() == [1, 1, 2]
 
@@ -65,7 +61,7 @@ RANKED = [
 
 
 def test_median_rank_floor_as_open_clip_and_clap():
-    q, items = _sims(RANKED)
+    q, items = exact_sims(RANKED)
     m = retrieval_metrics(q, items, [0, 0, 0, 0])
     # 0-based ranks 0, 1, 2, 9: median 1.5, floor 1, + 1 = 2
     assert m["MdR"] == 2.0
@@ -74,7 +70,7 @@ def test_median_rank_floor_as_open_clip_and_clap():
 
 
 def test_median_rank_midpoint_as_clip4clip():
-    q, items = _sims(RANKED)
+    q, items = exact_sims(RANKED)
     # np.median of 1-based ranks 1, 2, 3, 10 = (2 + 3) / 2
     assert retrieval_metrics(q, items, [0, 0, 0, 0], median="midpoint")["MdR"] == 2.5
     assert metrics_from_ranks(np.array([1, 2, 3, 10]), median="midpoint")["MdR"] == 2.5
@@ -83,13 +79,13 @@ def test_median_rank_midpoint_as_clip4clip():
 
 def test_map_at_10_single_positive():
     # 1 positive per query (text->audio on Clotho): AP@10 = 1 / rank, 0 beyond rank 10
-    q, items = _sims(RANKED)
+    q, items = exact_sims(RANKED)
     m = retrieval_metrics(q, items, [0, 0, 0, 0])
     # (1/1 + 1/2 + 1/3 + 1/10) / 4 = (60 + 30 + 20 + 6) / 60 / 4 = 116 / 240
     assert m["mAP@10"] == pytest.approx(100 * 116 / 240)
     beyond = np.zeros((1, 11), np.float32)
     beyond[0] = [0.0] + [1.0 - 0.05 * j for j in range(10)]  # positive item 0 after ten higher items: rank 11
-    q11, items11 = _sims(beyond)
+    q11, items11 = exact_sims(beyond)
     m11 = retrieval_metrics(q11, items11, [0])
     assert m11["mAP@10"] == 0.0 and m11["R@10"] == 0.0 and m11["MdR"] == 11.0
 
@@ -107,7 +103,7 @@ def _ranked_row(n: int, positives: list[int], ranks: list[int]) -> list[float]:
 
 def test_map_at_10_five_captions_as_dcase_and_clap():
     pos0, pos1 = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
-    q, items = _sims([_ranked_row(20, pos0, [1, 3, 6, 12, 15]), _ranked_row(20, pos1, [2, 4, 5, 7, 9])])
+    q, items = exact_sims([_ranked_row(20, pos0, [1, 3, 6, 12, 15]), _ranked_row(20, pos1, [2, 4, 5, 7, 9])])
     pr = positive_ranks(q, items, [pos0, pos1])
     assert pr.of(0).tolist() == [1, 3, 6, 12, 15] and pr.of(1).tolist() == [2, 4, 5, 7, 9]
     m = retrieval_metrics_multi(q, items, [pos0, pos1])
@@ -156,7 +152,7 @@ def test_conventions_are_named_and_checked():
     assert text["ties"].startswith("item-order:") and "open_clip" in text["ties"]
     assert text["median"].startswith("midpoint:") and "CLIP4Clip" in text["median"]
     assert text["x2t"].startswith("best-caption:") and "mAP@10" in text["map"]
-    q, items = _sims(TIED)
+    q, items = exact_sims(TIED)
     with pytest.raises(ValueError, match="ties='random'"):
         retrieval_metrics(q, items, TIED_POSITIVES, ties="random")
     with pytest.raises(ValueError, match="median='mean'"):

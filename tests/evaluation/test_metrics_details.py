@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from metric_helpers import exact_sims
+
 from mmretrieve.evaluation import (
     describe_conventions,
     evaluate_pair,
@@ -18,11 +20,6 @@ from mmretrieve.evaluation import (
     retrieval_metrics_multi,
     similarity_blocks,
 )
-
-
-def _sims(rows) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(rows, dtype=np.float32)
-    return s, np.eye(s.shape[1], dtype=np.float32)
 
 
 def _rand(n, d=6, seed=0):
@@ -72,7 +69,7 @@ def test_evaluate_pair_passes_every_option_to_both_directions(x2t):
 
 
 def test_ks_choose_the_recall_columns():
-    q, items = _sims([[0.9, 0.1, 0.5], [0.1, 0.2, 0.9]])
+    q, items = exact_sims([[0.9, 0.1, 0.5], [0.1, 0.2, 0.9]])
     got = retrieval_metrics(q, items, [1, 2], ks=(1, 2))
     # ranks 3 and 1
     assert got == {"R@1": 50.0, "R@2": 50.0, "MdR": 2.0, "MnR": 2.0, "mAP@10": 2 / 3 * 100, "queries": 2}
@@ -84,7 +81,7 @@ def test_ks_choose_the_recall_columns():
 def test_tied_positives_are_counted_per_query():
     """Two queries, each with two positives tied with each other and with other items: the tied
     positives of one query never shift the ranks of another's."""
-    q, items = _sims([
+    q, items = exact_sims([
         [0.5, 0.5, 0.5, 0.9, 0.5],  # positives 1, 2; item 3 above; items 0 and 4 tie with them
         [0.7, 0.7, 0.1, 0.7, 0.7],  # positives 3, 4; items 0 and 1 tie with them
     ])
