@@ -130,3 +130,12 @@ def test_vector_dtype_float16_is_recorded_and_only_for_a_new_index(cli_index, tm
         np.testing.assert_array_equal(stored, fresh.astype(np.float16).astype(np.float32))
     code, out, err = run(capsys, "index", media, "--index", index, "--vector-dtype", "float32", "--no-progress")
     assert code == 2 and f"--vector-dtype: only for a new index; {index} keeps the precision it was created with" in err
+
+
+def test_command_line_starts_without_the_encoders():
+    """`mmretrieve --help` (and parsing any command) never imports torch: it loads in a fraction of a second."""
+    probe = ("import sys\nfrom mmretrieve.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "False"

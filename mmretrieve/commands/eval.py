@@ -26,10 +26,8 @@ _SPLIT_TO_PROTOCOL = {"1k-a": "msrvtt-1k-a", "full-test": "msrvtt-full-test", "k
 
 
 def register(sub) -> None:
-    from ..evaluation.evaluate import PROTOCOLS
     from ..evaluation.metrics import MEDIANS, TIES
-
-    from ..evaluation.composed import COMPOSED_PROTOCOLS
+    from ..evaluation.protocols import COMPOSED_PROTOCOLS, PROTOCOLS
     from ..query import COMPOSED_METHODS, DEFAULT_COMPOSED_TEXT_WEIGHT
 
     p = sub.add_parser("eval", help="evaluate an encoder or a training checkpoint with the standard retrieval protocols")
@@ -88,9 +86,8 @@ def checkpoint_sampling(state: dict, preset):
 def run(args: argparse.Namespace) -> int:
     from ..embedding import Sampling
     from ..evaluation.evaluate import conventions_for, conventions_text, results_table, run_protocol, write_results
+    from ..evaluation.protocols import COMPOSED_PROTOCOLS
     from ..models import create_encoder
-
-    from ..evaluation.composed import COMPOSED_PROTOCOLS
 
     protocol = args.protocol
     if protocol not in COMPOSED_PROTOCOLS and args.method != "arithmetic":

@@ -23,6 +23,8 @@ import numpy as np
 from mmretrieve.data.synthetic import VOCABULARY, SyntheticItem
 from mmretrieve.modality import Modality, parse_modality
 
+from .protocols import COMPOSED_PROTOCOLS
+
 __all__ = [
     "ComposedTriplet",
     "MODIFIED_ATTRIBUTES",
@@ -287,9 +289,6 @@ def fashioniq_average(per_category: Mapping[str, Mapping[str, float]]) -> dict[s
     """Mean of R@10 and R@50 over the categories (the papers' "average" column)."""
     return {k: float(np.mean([m[k] for m in per_category.values()])) for k in ("R@10", "R@50")}
 
-
-#: Composed-retrieval benchmarks ``mmretrieve eval --protocol`` runs.
-COMPOSED_PROTOCOLS = ("cirr", "fashioniq")
 
 
 def run_composed_protocol(protocol: str, encoder, root: str | os.PathLike, *, split: str | None = None,

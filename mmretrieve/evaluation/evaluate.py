@@ -39,11 +39,11 @@ from mmretrieve.embedding import Sampling, autocast, embed_items, encode_texts, 
 from mmretrieve.modality import Modality
 
 from .metrics import describe_conventions, evaluate_pair, format_table, retrieval_metrics_multi
+from .protocols import PROTOCOLS
 
 __all__ = ["PROTOCOLS", "item_vectors", "embed_captions", "evaluate_samples", "evaluate_synthetic",
            "run_protocol", "results_table", "write_results", "default_x2t", "conventions_for", "conventions_text"]
 
-PROTOCOLS = ("coco-5k", "msrvtt-1k-a", "msrvtt-full-test", "clotho-eval", "synthetic")
 
 
 def embed_captions(encoder, captions: Sequence[str], *, batch_size: int = 256, max_words: int | None = None) -> np.ndarray:
