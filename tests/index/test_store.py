@@ -484,3 +484,64 @@ def test_check_runs_on_an_in_memory_store():
     with pytest.raises(IndexCorruptError, match=r"^:memory:: tables missing: \['removed'\]$"):
         s.check()
     s.close()
+
+
+# ---------------------------------------------------------------------------------- float16 storage
+def _half(path):
+    return MetadataStore.create(path, dim=DIM, factory="Flat", fingerprint=FP, uuid="u-1", vector_dtype="float16")
+
+
+def test_float16_store_keeps_its_precision_across_reopening(tmp_path):
+    db = str(tmp_path / DB_NAME)
+    vecs = _vecs(3) * np.float32(1000.0)
+    s = _half(db)
+    assert s.vector_dtype == "float16" and s.get_meta("vector_dtype") == "float16"
+    with s.transaction():
+        ids = s.insert([_row(f"/{i}.jpg") for i in range(3)], vecs)
+    s.close()
+    again = MetadataStore.connect(db, readonly=True)
+    assert again.vector_dtype == "float16"
+    got = again.vectors_by_id(ids, DIM)
+    rounded = vecs.astype(np.float16).astype(np.float32)
+    assert not np.array_equal(rounded, vecs)  # the rounding is visible at this scale
+    for n, i in enumerate(ids):
+        assert got[i].dtype == np.float32 and np.array_equal(got[i], rounded[n])
+    found, matrix = again.vectors_matrix(np.asarray(ids), DIM)
+    assert matrix.dtype == np.float32 and np.array_equal(matrix, rounded)
+
+
+def test_a_float32_store_reads_float32_and_takes_any_finite_value(tmp_path):
+    s = _store(str(tmp_path / DB_NAME))
+    big = np.full((1, DIM), 1e6, np.float32)
+    with s.transaction():
+        (i,) = s.insert([_row("/big.jpg")], big)
+    assert s.vector_dtype == "float32" and s.get_meta("vector_dtype") in (None, "float32")
+    got = s.vectors_by_id([i], DIM)[i]
+    assert got.dtype == np.float32 and np.array_equal(got, big[0])
+
+
+def test_float16_store_refuses_values_beyond_its_range_and_keeps_what_it_had(tmp_path):
+    s = _half(str(tmp_path / DB_NAME))
+    edge = np.full((1, DIM), 65504.0, np.float32)  # the largest float16 is accepted
+    with s.transaction():
+        (i,) = s.insert([_row("/edge.jpg")], edge)
+    assert np.array_equal(s.vectors_by_id([i], DIM)[i], edge[0])
+    beyond = np.full((1, DIM), 70000.0, np.float32)
+    with pytest.raises(ValueError, match=r"^" + f"{s.location}: vectors with components beyond the float16 range "
+                       r"\(65504\) cannot be stored in an index created with vector_dtype='float16'$"):
+        with s.transaction():
+            s.insert([_row("/beyond.jpg")], beyond)
+    assert s.count() == 1 and s.paths() == ["/edge.jpg"]
+    with s.transaction():
+        assert s.insert([], np.zeros((0, DIM), np.float32)) == []
+
+
+def test_an_unknown_vector_dtype_in_meta_is_corruption(tmp_path):
+    db = str(tmp_path / DB_NAME)
+    _half(db).close()
+    _sql(db, ("UPDATE meta SET value = 'int8' WHERE key = 'vector_dtype'",))
+    with pytest.raises(IndexCorruptError, match=r"^" + f"{db}: meta vector_dtype='int8' is not one of "
+                       r"\['float16', 'float32'\]$"):
+        MetadataStore.connect(db, readonly=True)
+    with pytest.raises(ValueError, match=r"^vector_dtype='int8' must be one of \['float16', 'float32'\]$"):
+        MetadataStore.create(None, dim=DIM, factory="Flat", fingerprint=FP, uuid="u", vector_dtype="int8")
