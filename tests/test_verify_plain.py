@@ -257,6 +257,12 @@ def test_a_damaged_meta_table_is_not_used_to_rewrite_the_manifest(plain):
     with pytest.raises(IndexCorruptError):
         verify_index(index_dir, repair=True)
     assert not os.path.exists(os.path.join(index_dir, "manifest.json"))
+    for key in ("fingerprint", "dim"):  # a meta row missing altogether: the same refusal, no crash
+        _sql(index_dir, ("INSERT OR REPLACE INTO meta (key, value) VALUES ('fingerprint', ?)", ('{"model": "x"}',)),
+             f"DELETE FROM meta WHERE key = '{key}'")
+        with pytest.raises(IndexCorruptError):
+            verify_index(index_dir, repair=True)
+        assert not os.path.exists(os.path.join(index_dir, "manifest.json"))
 
 
 def test_an_open_index_object_is_verified_and_repaired_in_place(plain):
