@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scale.py [--n 1000000] [--dim 512] [--queries 200]
                                      [--structures Flat,auto,IVF1024,PQ128x4fs,...] [--max-memory 8G]
-                                     [--threads 2] [--work DIR] [--keep] [--json FILE]
+                                     [--threads 2] [--work DIR] [--keep] [--json FILE] [--search-memory 4G]
 
 Data: --n clustered unit vectors (mmretrieve.testing.vectors), 4 modalities in turn and a metadata
 key "shard" (10 values). Queries: --queries base vectors moved like text queries (the modality gap,
@@ -24,11 +24,13 @@ carried forward, not re-scanned); and UnifiedIndex.search time over "raw": faiss
 on the same structure and parameters for the same candidates (k x re-rank depth) plus the same
 re-rank in numpy from the same rerank.vec mapping (plain faiss search for a structure that does not
 re-rank), batch 1, ratio of medians with the two timed alternately query by query. Before starting, the memory available is printed and a run whose estimated peak
-exceeds --memory-limit is refused.
+exceeds --memory-limit is refused. With --search-memory the search worker runs in a memory cgroup
+capped at that size, page cache included: an index whose files are larger must still answer.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -237,43 +239,92 @@ def _filter_after_write(path: str, q: np.ndarray) -> float:
 
 # ------------------------------------------------------------------------------------ driver
 def _ground_truth(args) -> None:
-    from mmretrieve.index.tuning import offset_queries
+    """Queries and their exact top-10, in two passes over the generated data (never all in memory)."""
+    from mmretrieve.index.tuning import ExactTopK, offset_queries
     from mmretrieve.testing.vectors import iter_clustered_unit_vectors
 
     rng = np.random.default_rng(123)
     pick = np.sort(rng.choice(args.n, args.queries, replace=False))
     base_q = np.zeros((args.queries, args.dim), np.float32)
-    best_d = np.full((args.queries, 0), -np.inf, np.float32)
-    best_i = np.zeros((args.queries, 0), np.int64)
     lo = 0
-    chunks = []
     for vecs in iter_clustered_unit_vectors(args.n, args.dim, chunk=CHUNK, **_data_kwargs(args)):
         inside = (pick >= lo) & (pick < lo + len(vecs))
         base_q[inside] = vecs[pick[inside] - lo]
-        chunks.append((lo, vecs))
         lo += len(vecs)
     q = offset_queries(base_q, seed=99)
-    for lo, vecs in chunks:
-        s = q @ vecs.T
-        d = np.concatenate([best_d, s], axis=1)
-        i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, lo + len(vecs)), s.shape)], axis=1)
-        part = np.argpartition(-d, 9, axis=1)[:, :10]
-        best_d, best_i = np.take_along_axis(d, part, axis=1), np.take_along_axis(i, part, axis=1)
-    order = np.argsort(-best_d, axis=1)
+    exact = ExactTopK(q, 10)
+    lo = 0
+    for vecs in iter_clustered_unit_vectors(args.n, args.dim, chunk=CHUNK, **_data_kwargs(args)):
+        exact.update(np.arange(lo, lo + len(vecs)), vecs)
+        lo += len(vecs)
     np.save(os.path.join(args.work, "queries.npy"), q)
-    np.save(os.path.join(args.work, "truth.npy"), np.take_along_axis(best_i, order, axis=1))
+    np.save(os.path.join(args.work, "truth.npy"), exact.result())
 
 
-def _run_worker(args, mode: str, structure: str) -> dict:
+def _memory_cgroup(limit: int) -> tuple[str, str]:
+    """(directory, version) of a new child of this process's memory cgroup capped at ``limit`` bytes
+    (page cache included, so mapped index files beyond it are evicted and read again); SystemExit
+    when no memory cgroup is writable here."""
+    with open("/proc/self/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    for _, controllers, rel in lines:
+        if "memory" in controllers.split(","):
+            base, version, limit_file = os.path.join("/sys/fs/cgroup/memory", rel.lstrip("/")), "v1", "memory.limit_in_bytes"
+            break
+    else:
+        rel = next((r for h, c, r in lines if h == "0" and c == ""), None)
+        base, version, limit_file = os.path.join("/sys/fs/cgroup", (rel or "").lstrip("/")), "v2", "memory.max"
+    path = os.path.join(base, f"bench_scale_{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, limit_file), "w") as f:
+            f.write(str(limit))
+    except OSError as exc:
+        sys.exit(f"--search-memory needs a writable memory cgroup ({version} at {base}): {exc}")
+    return path, version
+
+
+def _cgroup_peak(path: str, version: str) -> tuple[float, int]:
+    """(peak charged GB, times the limit was hit) of a cgroup."""
+    def read(name: str) -> int:
+        try:
+            with open(os.path.join(path, name)) as f:
+                text = f.read()
+        except OSError:
+            return -1
+        if name == "memory.events":
+            return int(dict(line.split() for line in text.splitlines()).get("max", -1))
+        return int(text.split()[0])
+    if version == "v1":
+        return read("memory.max_usage_in_bytes") / 1e9, read("memory.failcnt")
+    return read("memory.peak") / 1e9, read("memory.events")
+
+
+def _run_worker(args, mode: str, structure: str, cgroup: str | None = None) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, "--structure", structure,
            "--n", str(args.n), "--dim", str(args.dim), "--work", args.work, "--threads", str(args.threads),
            "--batch1", str(args.batch1), "--clusters", str(args.clusters), "--flat-below", str(args.flat_below)]
     if args.max_memory:
         cmd += ["--max-memory", args.max_memory]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+
+    def enter_cgroup() -> None:  # in the child, before it runs anything
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=enter_cgroup if cgroup else None)
     if out.returncode != 0:
-        raise RuntimeError(f"{mode} {structure} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{mode} {structure} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _peak_estimate_gb(structure: str, n: int, dim: int) -> float:
+    """Estimated peak memory of one worker: a structure holding full vectors keeps a faiss copy beside
+    the SQLite pages; a compressed one its codes, the training sample and a build chunk."""
+    raw_gb = n * dim * 4 / 1e9
+    name, _ = _parse_structure(structure)
+    if name == "Flat" or name.endswith(",Flat"):
+        return 2.6 * raw_gb + 1.0
+    return 0.35 * raw_gb + 2.0
 
 
 def main() -> None:
@@ -294,12 +345,16 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--worker", choices=("build", "search"), help=argparse.SUPPRESS)
     p.add_argument("--structure", help=argparse.SUPPRESS)
+    p.add_argument("--search-memory", default=None,
+                   help="run each search worker in a memory cgroup capped at this size (e.g. 4G, page cache "
+                        "included): an index whose files exceed it must still answer")
     args = p.parse_args()
     if args.worker:
         print(json.dumps((build if args.worker == "build" else search)(args)))
         return
+    from mmretrieve.index.tuning import parse_memory
     raw_gb = args.n * args.dim * 4 / 1e9
-    estimate = 2.6 * raw_gb + 1.0  # Flat: faiss copy + SQLite pages mapped + ground-truth pass
+    estimate = max(_peak_estimate_gb(s, args.n, args.dim) for s in args.structures.split(";"))
     avail = _mem_available_mb() / 1024
     print(f"memory available {avail:.1f} GB; estimated peak per process {estimate:.1f} GB; raw vectors {raw_gb:.2f} GB")
     if estimate > args.memory_limit or estimate > 0.8 * avail:
@@ -312,18 +367,30 @@ def main() -> None:
     _ground_truth(args)
     print(f"n={args.n} dim={args.dim} queries={args.queries} (ground truth {time.perf_counter() - t0:.1f} s), "
           f"faiss threads {args.threads}", flush=True)
-    rows = []
+    rows: list[dict] = []
+    limits: list[str] = []
     head = ("| structure | build s | disk B/vector (x raw) | sqlite vec / sqlite meta / faiss / rerank B | "
             "reopen+1st s | RSS MB (anon) | recall@10 | q/s b1 | q/s b64 | search ms (raw) | modality ms (x unfiltered) | "
             "where ms | 1st modality / 1st where ms | filter after write ms | search / raw faiss+re-rank |")
     print(head + "\n|" + "---|" * 15, flush=True)
     for structure in args.structures.split(";"):
+        cgroup = None
         try:
             b = _run_worker(args, "build", structure)
-            s = _run_worker(args, "search", structure)
+            if args.search_memory:
+                cgroup = _memory_cgroup(parse_memory(args.search_memory))
+            s = _run_worker(args, "search", structure, cgroup[0] if cgroup else None)
         except RuntimeError as exc:
             print(f"| {structure} | failed: {str(exc).splitlines()[-1][:120]} |", flush=True)
             continue
+        finally:
+            if cgroup:
+                peak, hits = _cgroup_peak(*cgroup)
+                limits.append(f"{structure}: search worker capped at {args.search_memory} (memory cgroup "
+                              f"{cgroup[1]}, page cache included): peak charge {peak:.2f} GB, limit reached "
+                              f"{hits} times, index files {_dir_bytes(b['path']) / 1e9:.2f} GB")
+                with contextlib.suppress(OSError):
+                    os.rmdir(cgroup[0])
         row = {"name": structure, **b, **s}
         rows.append(row)
         raw = 4 * args.dim
@@ -338,6 +405,8 @@ def main() -> None:
               f"{row['overhead']:.2f} |", flush=True)
         if not args.keep:
             shutil.rmtree(b["path"], ignore_errors=True)
+    for line in limits:
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
