@@ -133,6 +133,7 @@ def search(args) -> dict:
     import faiss
 
     from mmretrieve.index import UnifiedIndex
+    from mmretrieve.index.records import to_float32
     from mmretrieve.index.rerank import open_rerank
     from mmretrieve.index.tuning import Plan, apply_search_params, recall_at
     from mmretrieve.index.vectors import read_cache
@@ -187,8 +188,9 @@ def search(args) -> dict:
         if table is None:
             return raw.search(x, 10)[1]
         _, lab = raw.search(x, 10 * depth)
-        cand = np.asarray(table[lab[0]], dtype=np.float32)  # same mapping, same precision
-        return lab[0][np.argsort(-(cand @ x[0]), kind="stable")[:10]]
+        found = lab[0][lab[0] >= 0]
+        cand = to_float32(table[found])  # same mapping, same precision, same conversion
+        return found[np.argsort(-(cand @ x[0]), kind="stable")[:10]]
 
     raw_search(q[:1])
     med_ours, med_raw = _interleaved_medians([lambda i: ix.search(q[i:i + 1], k=10),

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import IndexCorruptError
 from .layout import framed_file, read_framed_header
+from .records import to_float32
 
 __all__ = ["RERANK_NAME", "RERANK_DTYPES", "RerankTable", "build_rerank_table", "write_rerank",
            "open_rerank", "rerank_digest"]
@@ -53,11 +54,11 @@ class RerankTable:
 
     def rounded(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors rounded to this table's precision (as float32), like the rows it holds."""
-        return np.asarray(vectors, dtype=RERANK_DTYPES[self.dtype]).astype(np.float32)
+        return to_float32(np.asarray(vectors, dtype=RERANK_DTYPES[self.dtype]))
 
     def matrix(self, ids: np.ndarray) -> np.ndarray:
         """float32 rows of ids that are all < rows."""
-        return np.asarray(self.data[ids], dtype=np.float32)
+        return to_float32(self.data[ids])
 
 
 def _check_dtype(dtype: str) -> str:

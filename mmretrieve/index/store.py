@@ -25,6 +25,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import IndexCorruptError
+from .records import to_float32
 
 __all__ = ["MetadataStore", "SCHEMA_VERSION", "DB_NAME", "VECTOR_DTYPES"]
 
@@ -221,6 +222,14 @@ class MetadataStore:
             raise IndexCorruptError(f"{self.location}: table state holds {row!r}, expected one integer generation")
         return row[0]
 
+    def generation_and_meta(self, key: str) -> tuple[int, str | None]:
+        """(generation, meta value of ``key`` or None) in one statement: what a search reads first."""
+        row = self.conn.execute("SELECT generation, (SELECT value FROM meta WHERE key = ?) FROM state",
+                                (key,)).fetchone()
+        if row is None or not isinstance(row[0], int):
+            raise IndexCorruptError(f"{self.location}: table state holds {row!r}, expected one integer generation")
+        return row[0], row[1]
+
     def count(self, sql_filter: tuple[str, list] | None = None) -> int:
         if sql_filter is None:
             return int(self.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
@@ -297,7 +306,7 @@ class MetadataStore:
             bad = next(r[0] for r in rows if not isinstance(r[1], bytes) or len(r[1]) != size)
             raise IndexCorruptError(f"{self.location}: vector of id {bad} has the wrong size")
         found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(joined, dtype=self._vec_dtype).reshape(len(rows), dim).astype(np.float32, copy=False)
+        matrix = to_float32(np.frombuffer(joined, dtype=self._vec_dtype).reshape(len(rows), dim))
         return found, matrix
 
     def iter_vectors(self, dim: int, *, since_gen: int | None = None,
@@ -396,7 +405,7 @@ class MetadataStore:
     def _decode(self, blob: bytes, dim: int, id_: int) -> np.ndarray:
         if not isinstance(blob, bytes) or len(blob) != self._vec_dtype.itemsize * dim:
             raise IndexCorruptError(f"{self.location}: vector of id {id_} has the wrong size")
-        return np.frombuffer(blob, dtype=self._vec_dtype).astype(np.float32, copy=False)
+        return to_float32(np.frombuffer(blob, dtype=self._vec_dtype))
 
     # ---------------------------------------------------------------- writes (inside transaction())
     def insert(self, rows: Sequence[tuple], vectors: np.ndarray) -> list[int]:

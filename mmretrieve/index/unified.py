@@ -46,7 +46,7 @@ from .layout import (CACHE_NAME, MANIFEST_NAME, OLD_TAG, TMP_TAG, fsync_dir, rea
 from .locking import WriterLock
 from .fingerprint import canonical_fingerprint, fingerprint_difference
 from .health import CacheCheck, IndexCheck
-from .records import Hit, Record, as_vectors, hit_from_row, record_row
+from .records import Hit, Record, as_vectors, hit_from_row, record_row, to_float32
 from .rerank import (RERANK_NAME, RerankTable, build_rerank_table, open_rerank, rerank_digest,
                      write_rerank)
 from .store import DB_NAME, MetadataStore, is_corruption
@@ -417,7 +417,7 @@ class UnifiedIndex:
     def plan(self) -> Plan:
         """The structure search runs on, its tuned parameters and the recall it was tuned to."""
         with self._read():
-            self._sync_plan()
+            self._sync_plan(self._store.get_meta("plan"))
             return self._plan
 
     def structure(self) -> dict:
@@ -430,11 +430,11 @@ class UnifiedIndex:
                 "chosen_at": plan.count, "next_at": plan.next_at, "note": plan.note,
                 "description": plan.describe()}
 
-    def _sync_plan(self) -> None:
-        """A reader follows a plan the writer switched to (loading its cache when already written)."""
+    def _sync_plan(self, text: str | None) -> None:
+        """A reader follows the stored plan ``text`` when the writer switched to another (loading its
+        cache when already written)."""
         if not self.readonly:
             return
-        text = self._store.get_meta("plan")
         if text is None or text == self._plan_text:
             return
         self._plan, self._plan_text = Plan.from_json(text), text
@@ -488,10 +488,11 @@ class UnifiedIndex:
         gen = self._store.generation()
         self._faiss, self._faiss_gen = self._build(self._store, self._plan), gen
 
-    def _ensure_faiss(self) -> faiss.IndexIDMap2:
-        """Bring the in-memory faiss index to the generation of the current (read) transaction."""
-        self._sync_plan()
-        gen = self._store.generation()
+    def _ensure_faiss(self, state: tuple[int, str | None] | None = None) -> faiss.IndexIDMap2:
+        """Bring the in-memory faiss index to the generation of the current (read) transaction;
+        ``state``: (generation, stored plan) when the caller has just read them."""
+        gen, plan_text = state if state is not None else self._store.generation_and_meta("plan")
+        self._sync_plan(plan_text)
         if self._faiss is not None and self._faiss_gen == gen:
             return self._faiss
         if self._faiss is None or self._faiss_gen > gen or not self._faiss.is_trained:
@@ -669,12 +670,11 @@ class UnifiedIndex:
                              "retried on the next commit or by `mmretrieve optimize`", self.path or "<in-memory>", exc)
 
     # ------------------------------------------------------------------ search
-    def _matching(self, sql_filter: tuple[str, list] | None) -> tuple[int, IdFilter | None]:
-        """(entries in the index, the ids matching the filter or None for all). The id set of each
-        filter seen is kept and carried across writes: a new generation adds the matching rows
-        written since (found through the generation column's index) and drops the removed ids,
-        so only the first use of a filter in a process scans the metadata."""
-        gen = self._store.generation()
+    def _matching(self, sql_filter: tuple[str, list] | None, gen: int) -> tuple[int, IdFilter | None]:
+        """(entries in the index, the ids matching the filter or None for all) at generation ``gen``.
+        The id set of each filter seen is kept and carried across writes: a new generation adds the
+        matching rows written since (found through the generation column's index) and drops the
+        removed ids, so only the first use of a filter in a process scans the metadata."""
         if self._memo_gen != gen:
             self._advance_memo(gen)
         if self._memo_count is None:
@@ -714,19 +714,20 @@ class UnifiedIndex:
 
     def _rerank_vectors(self, store: MetadataStore, table: RerankTable | None, dtype: str,
                         want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted ids found, their float32 vectors in ``dtype`` precision) for sorted unique candidate
-        ids: rows the re-rank table holds come from its mapping, newer ids from the database."""
+        """(ids found, their float32 vectors in ``dtype`` precision) for unique candidate ids: rows the
+        re-rank table holds come from its mapping (in the order given), newer ids from the database
+        (after them, ascending). Sorted ids in, sorted ids out."""
         if table is not None and table.dtype == dtype:
-            cut = int(np.searchsorted(want, table.rows))
-            inside, outside = want[:cut], want[cut:]
+            held = want < table.rows
+            if held.all():
+                return want, table.matrix(want)
+            inside, outside = want[held], want[~held]
             matrix = table.matrix(inside)
-            if not len(outside):
-                return inside, matrix
-            found, extra = store.vectors_matrix(outside, self.dim)
+            found, extra = store.vectors_matrix(np.sort(outside), self.dim)
             return np.concatenate([inside, found]), np.concatenate([matrix, table.rounded(extra)])
         found, matrix = store.vectors_matrix(want, self.dim)
         if dtype != "float32":
-            matrix = matrix.astype(np.float16).astype(np.float32)
+            matrix = to_float32(matrix.astype(np.float16))
         return found, matrix
 
     def _refresh_rerank(self, store: MetadataStore, dtype: str, directory: str | None, uuid: str, *,
@@ -756,9 +757,10 @@ class UnifiedIndex:
         if plan.exact or plan.rerank <= 0:
             return search_index(index, q, kk, ids, exhaustive=exhaustive)
         dist, lab = search_index(index, q, kk * plan.rerank, ids, exhaustive=exhaustive)
+        if len(q) == 1:  # one query (the interactive case): its candidates are unique, score them as found
+            found, matrix = lookup(lab[0][lab[0] >= 0])
+            return self._rerank_one(q[0], found, matrix, kk)
         found, matrix = lookup(np.unique(lab[lab >= 0]))
-        if len(q) == 1:  # one query (the interactive case): score the found rows in place, no gather copies
-            return self._rerank_one(q[0], lab[0], found, matrix, kk)
         table = np.concatenate([matrix, np.zeros((1, self.dim), np.float32)])  # last row: padding
         pos = np.searchsorted(found, lab)
         present = (lab >= 0) & (pos < len(found))
@@ -778,17 +780,14 @@ class UnifiedIndex:
         return out_d, out_l
 
     @staticmethod
-    def _rerank_one(query: np.ndarray, cand: np.ndarray, found: np.ndarray, matrix: np.ndarray,
+    def _rerank_one(query: np.ndarray, found: np.ndarray, matrix: np.ndarray,
                     kk: int) -> tuple[np.ndarray, np.ndarray]:
-        pos = np.minimum(np.searchsorted(found, cand), max(len(found) - 1, 0))
-        present = (cand >= 0) & (found[pos] == cand) if len(found) else np.zeros(len(cand), bool)
-        scores = np.where(present, (matrix @ query)[pos] if len(found) else 0.0, -np.inf).astype(np.float32)
+        """Top-kk of one query over the found candidates (ties: the order found), padded with -1."""
+        scores = (matrix @ query).astype(np.float32, copy=False)
         order = np.argsort(-scores, kind="stable")[:kk]
-        s, lbl = scores[order], cand[order].copy()
-        lbl[~np.isfinite(s)] = -1
         out_d = np.full((1, kk), -np.inf, dtype=np.float32)
         out_l = np.full((1, kk), -1, dtype=np.int64)
-        out_d[0, :len(s)], out_l[0, :len(s)] = s, lbl
+        out_d[0, :len(order)], out_l[0, :len(order)] = scores[order], found[order]
         return out_d, out_l
 
     def _exact(self, queries: np.ndarray, k: int, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -820,12 +819,13 @@ class UnifiedIndex:
         q = as_vectors(queries, self.dim, None, "queries")
         sql_filter = build_filter(modality, where)
         with self._read():
-            total, ids = self._matching(sql_filter)
+            state = self._store.generation_and_meta("plan")
+            total, ids = self._matching(sql_filter, state[0])
             n_match = total if ids is None else len(ids)
             if n_match == 0 or len(q) == 0:
                 return [[] for _ in range(len(q))]
             kk = int(min(k, n_match))
-            index = self._ensure_faiss()
+            index = self._ensure_faiss(state)
             plan = self._plan
             table = self._rerank
 
@@ -848,8 +848,8 @@ class UnifiedIndex:
                     d3, l3 = self._exact(q[short], kk, None if ids is None else ids.ids)
                     dist[short], lab[short] = d3, l3
             rows = self._store.hit_rows(np.unique(lab[lab >= 0]).tolist())
-        return [[hit_from_row(rows[int(i)], float(s)) for s, i in zip(dist[r], lab[r]) if int(i) in rows]
-                for r in range(len(q))]
+        return [[hit_from_row(rows[i], s) for s, i in zip(d_row, l_row) if i in rows]
+                for d_row, l_row in zip(dist.tolist(), lab.tolist())]
 
     # ------------------------------------------------------------------ integrity
     def check(self) -> IndexCheck:
