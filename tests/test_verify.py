@@ -23,6 +23,7 @@ import pytest
 
 import mmretrieve as mmr
 from mmretrieve.cli import main as cli_main
+from mmretrieve.index import TuningConfig
 from mmretrieve.media.write import write_audio, write_image
 
 TINY = "tiny-random"
@@ -47,11 +48,17 @@ def _make_media(root: str, *, seed: int = 0) -> dict[str, list[str]]:
     return {"image": images, "audio": [audio]}
 
 
-def _build(index_dir: str, media_dir: str) -> None:
-    with mmr.Retriever.create(TINY, path=index_dir, num_workers=0) as r:
+# "approximate": auto past its exact size (4 entries), so each damage is also met on a tuned approximate
+# structure with its re-rank file (rerank.vec) beside the faiss cache
+TUNINGS = {"exact": TuningConfig(), "approximate": TuningConfig(flat_below=4, queries=10)}
+
+
+def _build(index_dir: str, media_dir: str, structure: str = "exact") -> None:
+    with mmr.Retriever.create(TINY, path=index_dir, num_workers=0, tuning=TUNINGS[structure]) as r:
         report = r.add(media_dir, progress=False)
         assert not report.failed, str(report)
         r.save()
+        assert r.index.structure()["exact"] == (structure == "exact")
 
 
 def _results(index_dir: str) -> list[list[tuple]]:
@@ -123,12 +130,12 @@ def _clean_after_repair(capsys, index_dir: str, *repair_flags: str) -> dict:
     return repaired
 
 
-@pytest.fixture
-def built(tmp_path):
-    """(index dir, media files, search results of the undamaged index)."""
+@pytest.fixture(params=sorted(TUNINGS))
+def built(tmp_path, request):
+    """(index dir, media files, search results of the undamaged index), exact and approximate."""
     files = _make_media(str(tmp_path / "media"))
     index_dir = str(tmp_path / "media.mmr")
-    _build(index_dir, str(tmp_path / "media"))
+    _build(index_dir, str(tmp_path / "media"), request.param)
     return index_dir, files, _results(index_dir)
 
 

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--vector-dtype: only for a new index; {args.index} keeps the precision it was "
                              f"created with (see `mmretrieve info {args.index}`)")
         if args.target_recall is not None or args.max_memory is not None or args.no_tune \
-                or args.rerank_dtype is not None:
-            raise ValueError(f"--target-recall/--max-memory/--rerank-dtype/--no-tune: only for a new index; change {args.index}'s "
+                or args.rerank_dtype is not None or args.exact_below is not None:
+            raise ValueError(f"--target-recall/--max-memory/--exact-below/--rerank-dtype/--no-tune: only for a new index; change {args.index}'s "
                              f"settings with `mmretrieve optimize {args.index} --target-recall ...`")
         if chosen:
             raise ValueError(f"{' '.join(chosen)}: only for a new index; {args.index} already records its sampling "

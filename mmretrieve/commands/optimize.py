@@ -1,7 +1,7 @@
 """mmretrieve optimize INDEX: choose (auto) and tune the index's faiss structure for its content now.
 
 Also the home of the structure options shared with ``mmretrieve index`` (--factory, --target-recall,
---max-memory, --rerank-dtype, --no-tune).
+--max-memory, --exact-below, --rerank-dtype, --no-tune).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def add_structure_options(p: argparse.ArgumentParser, *, new_index: bool = True) -> None:
-    """--factory (new indexes only), --target-recall, --max-memory, --rerank-dtype, --no-tune."""
+    """--factory (new indexes only), --target-recall, --max-memory, --exact-below, --rerank-dtype, --no-tune."""
     if new_index:
         p.add_argument("--factory", default="auto",
                        help="faiss structure of a new index: 'auto' (exact Flat while small, then a tuned "
@@ -24,6 +24,9 @@ def add_structure_options(p: argparse.ArgumentParser, *, new_index: bool = True)
                    help="recall@10 against exact search the structure is tuned to (default 0.95)")
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="memory budget of the faiss structure, e.g. 8G (default: 30%% of the raw vectors)")
+    p.add_argument("--exact-below", type=int, default=None, metavar="N",
+                   help="with --factory auto: entries below which the index stays exact (Flat); past it an "
+                        "approximate structure is chosen and tuned (default 50000)")
     p.add_argument("--rerank-dtype", choices=("float16", "float32"), default=None,
                    help="precision of the re-rank copy of the vectors (rerank.vec) an approximate structure "
                         "re-scores its candidates with (default float16: half the bytes)")
@@ -42,6 +45,10 @@ def tuning_from_args(args: argparse.Namespace, base: "TuningConfig | None" = Non
         changes["target_recall"] = args.target_recall
     if args.max_memory is not None:
         changes["max_memory"] = parse_memory(args.max_memory)
+    if getattr(args, "exact_below", None) is not None:
+        if args.exact_below < 0:
+            raise ValueError(f"--exact-below {args.exact_below}: must be 0 or more entries")
+        changes["flat_below"] = args.exact_below
     if args.no_tune:
         changes["tune"] = False
     if getattr(args, "rerank_dtype", None) is not None:

@@ -261,9 +261,11 @@ class ExactTopK:
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray, k: int = TUNE_K) -> float:
-    """Mean |found[:k] ∩ truth[:k]| / k over queries."""
+    """|found[:k] ∩ truth[:k]| summed over queries, over the true neighbours there are (k per query,
+    fewer when the index holds fewer than k entries: truth padded with -1)."""
     hits = sum(len(set(f[:k].tolist()) & set(t[:k].tolist()) - {-1}) for f, t in zip(found, truth))
-    return hits / (k * len(truth)) if len(truth) else 1.0
+    want = sum(int((np.asarray(t[:k]) >= 0).sum()) for t in truth)
+    return hits / want if want else 1.0
 
 
 def apply_search_params(index: faiss.Index, plan: Plan, tune: bool) -> None:

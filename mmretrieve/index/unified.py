@@ -921,12 +921,12 @@ class UnifiedIndex:
             index, header = read_cache(cache_path, dim=self.dim, factory=None)
         except IndexCorruptError as e:
             return CacheCheck("corrupt", str(e))
-        if header["factory"] != self._plan.structure:
-            return CacheCheck("stale", f"cache holds {header['factory']!r}, the plan serves {self._plan.structure!r}; "
-                              "rebuilt on open", header.get("generation"), int(index.ntotal))
         gen = header.get("generation")
         if header.get("uuid") != self._store.meta().get("uuid", ""):
             return CacheCheck("foreign", "cache of another database (ignored and rebuilt on open)", gen, int(index.ntotal))
+        if header["factory"] != self._plan.structure:
+            return CacheCheck("stale", f"cache holds {header['factory']!r}, the plan serves {self._plan.structure!r}; "
+                              "rebuilt on open", gen, int(index.ntotal))
         if not isinstance(gen, int) or gen > generation:
             return CacheCheck("corrupt", f"cache claims generation {gen!r}, newer than the database's {generation}",
                               None, int(index.ntotal))
@@ -947,7 +947,7 @@ class UnifiedIndex:
             missing = tuple(sorted(db - set(cached.tolist())))
             status, detail = "ok", ""
         mismatched: list[int] = []
-        if self._plan.exact and index.ntotal:
+        if exact_codes(self._plan.structure) and index.ntotal:  # it keeps the vectors themselves: compare
             stored_vecs = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
             wanted = [int(i) for i in cached if int(i) in db and int(i) not in bad]
             pos = {int(i): n for n, i in enumerate(cached.tolist())}

@@ -14,7 +14,7 @@ import pytest
 from index_helpers import DIM, FP, make_records, unit_vectors
 
 from mmretrieve.errors import IndexLockedError
-from mmretrieve.index import UnifiedIndex
+from mmretrieve.index import TuningConfig, UnifiedIndex
 
 _PRELUDE = textwrap.dedent("""
     import sys, numpy as np
@@ -38,11 +38,17 @@ def _expect(proc: subprocess.Popen, word: str) -> None:
         raise AssertionError(f"child said {line!r}, expected {word!r}; stderr: {proc.stderr.read()}")
 
 
-@pytest.fixture
-def on_disk(tmp_path):
+# "approximate": auto past its exact size (20 entries), so readers and writers run on a tuned approximate
+# structure with its re-rank file, and writes that grow the index re-choose it
+TUNINGS = {"exact": TuningConfig(), "approximate": TuningConfig(flat_below=20, queries=10)}
+
+
+@pytest.fixture(params=sorted(TUNINGS))
+def on_disk(tmp_path, request):
     path = str(tmp_path / "idx")
-    with UnifiedIndex.create(DIM, FP, path=path) as ix:
+    with UnifiedIndex.create(DIM, FP, path=path, tuning=TUNINGS[request.param]) as ix:
         ix.add(unit_vectors(50), make_records(50))
+        assert ix.structure()["exact"] == (request.param == "exact")
     return path
 
 

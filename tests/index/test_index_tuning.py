@@ -233,3 +233,13 @@ def _cache_index(ix: UnifiedIndex, tmp_path) -> faiss.Index:
     ix.save(str(tmp_path / "copy"))
     index, _ = read_cache(str(tmp_path / "copy" / "vectors.faiss"), dim=D, factory=None)
     return index
+
+
+def test_recall_counts_the_true_neighbours_there_are():
+    """An index of 8 entries has 8 true neighbours per query, not k=10: finding all of them is recall 1."""
+    truth = np.array([[3, 1, 4, 0, 5, 7, 2, 6]] * 2)
+    found = np.array([[1, 3, 0, 4, 5, 2, 7, 6, -1, -1], [1, 3, 0, 4, 5, 2, 7, -1, -1, -1]])
+    assert recall_at(found, truth) == 15 / 16
+    padded = np.array([[3, 1, 4, -1, -1, -1, -1, -1, -1, -1]])
+    assert recall_at(np.array([[4, 3, -1, -1, -1, -1, -1, -1, -1, -1]]), padded) == 2 / 3
+    assert recall_at(np.array([[0] * 10]), np.array([list(range(10, 22))])) == 0.0

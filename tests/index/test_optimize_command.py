@@ -52,3 +52,17 @@ def test_optimize_rerank_dtype_rewrites_the_rerank_file_in_that_precision(tmp_pa
         assert ro.tuning.rerank_dtype == "float32" and ro.plan.rerank_dtype == "float32"
     table = open_rerank(os.path.join(path, RERANK_NAME), dim=32)
     assert table.dtype == "float32" and (table.data[ids] == base).all()
+
+
+def test_optimize_exact_below_leaves_exact_search_at_the_new_size_and_stores_it(tmp_path, capsys):
+    path = str(tmp_path / "idx")
+    ix = UnifiedIndex.create(32, FP, path=path, tuning=TuningConfig(queries=50))
+    ix.add(clustered_unit_vectors(1500, 32, clusters=30, seed=4), make_records(1500))
+    ix.close()
+    assert main(["optimize", path, "--exact-below", "-1", "--no-progress"]) == 2
+    assert "--exact-below -1: must be 0 or more entries" in capsys.readouterr().err
+    assert main(["optimize", path, "--exact-below", "1000", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "before: Flat" in out and "now:    Flat" not in out
+    with UnifiedIndex.open(path, readonly=True) as again:
+        assert again.tuning.flat_below == 1000 and not again.plan.exact and again.plan.recall >= 0.95

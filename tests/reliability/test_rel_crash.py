@@ -20,19 +20,28 @@ import numpy as np
 import pytest
 from rel_helpers import TINY, cli, invariants, row_count, vectors_by_path
 
+from mmretrieve.index import UnifiedIndex
+
 N_FILES = 300
 BATCH = "4"
 
 
-def _index_cmd(folder: str, index: str, workers: int) -> list[str]:
+# "approximate": auto leaves exact search at 100 entries, so the runs that are killed also choose, train
+# and tune an approximate structure and write its re-rank file, on commits the kills can land in
+STRUCTURES = {"exact": [], "approximate": ["--exact-below", "100"]}
+
+
+def _index_cmd(folder: str, index: str, workers: int, new_index: list[str]) -> list[str]:
     return [sys.executable, "-m", "mmretrieve", "index", folder, "--index", index, "--preset", TINY,
-            "--batch-size", BATCH, "--workers", str(workers), "--no-progress"]
+            "--batch-size", BATCH, "--workers", str(workers), "--no-progress",
+            *(new_index if not os.path.exists(index) else [])]
 
 
-def _run_and_kill(folder: str, index: str, threshold: int, workers: int, deadline: float) -> tuple[bool, int]:
+def _run_and_kill(folder: str, index: str, threshold: int, workers: int, deadline: float,
+                  new_index: list[str]) -> tuple[bool, int]:
     """Start the indexer, SIGKILL it once `threshold` rows are committed; (was it killed mid-run, rows)."""
-    proc = subprocess.Popen(_index_cmd(folder, index, workers), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(_index_cmd(folder, index, workers, new_index), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             if row_count(index) >= threshold:
@@ -53,7 +62,8 @@ def _run_and_kill(folder: str, index: str, threshold: int, workers: int, deadlin
 
 
 @pytest.mark.slow
-def test_kill9_resume_exactly_once(image_folder_300, tmp_path):
+@pytest.mark.parametrize("structure", sorted(STRUCTURES))
+def test_kill9_resume_exactly_once(image_folder_300, tmp_path, structure):
     folder, files = image_folder_300
     seed = int(os.environ.get("MMR_KILL_SEED", "1234"))
     rng = random.Random(seed)
@@ -63,7 +73,8 @@ def test_kill9_resume_exactly_once(image_folder_300, tmp_path):
 
     killed_mid_run, last_rows, log = 0, 0, []
     for i, threshold in enumerate(thresholds):
-        killed, rows = _run_and_kill(folder, index, threshold, workers=2 if i == 2 else 0, deadline=deadline)
+        killed, rows = _run_and_kill(folder, index, threshold, workers=2 if i == 2 else 0, deadline=deadline,
+                                     new_index=STRUCTURES[structure])
         log.append((threshold, killed, rows))
         if rows >= 0:
             inv = invariants(index)
@@ -83,7 +94,7 @@ def test_kill9_resume_exactly_once(image_folder_300, tmp_path):
 
     ref = str(tmp_path / "reference")
     r = cli("index", folder, "--index", ref, "--preset", TINY, "--batch-size", BATCH, "--workers", "0",
-            "--no-progress", timeout=240)
+            "--no-progress", *STRUCTURES[structure], timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     got, want = vectors_by_path(index), vectors_by_path(ref)
     assert sorted(got) == sorted(want) and {k[0] for k in got} == set(files)
@@ -96,4 +107,7 @@ def test_kill9_resume_exactly_once(image_folder_300, tmp_path):
 
     report = verify_index(index, check_encoder=False)
     assert report.ok, str(report)
+    with UnifiedIndex.open(index, readonly=True) as ix:
+        plan = ix.structure()
+    assert plan["factory"] == "auto" and plan["exact"] == (structure == "exact") and not plan["fallback"], plan
     print(f"kill -9 schedule (threshold, killed, committed rows): {log}; max |dv| = {worst:g}")
