@@ -132,6 +132,20 @@ def test_vector_dtype_float16_is_recorded_and_only_for_a_new_index(cli_index, tm
     assert code == 2 and f"--vector-dtype: only for a new index; {index} keeps the precision it was created with" in err
 
 
+def test_exact_below_is_recorded_for_a_new_index_and_refused_for_an_existing_one(cli_index, tmp_path, capsys):
+    from mmretrieve.index import UnifiedIndex
+
+    media, _, _ = cli_index
+    index = str(tmp_path / "approx")
+    code, out, err = run(capsys, "index", media, "--index", index, "--preset", TINY, "--workers", "0",
+                         "--no-progress", "--exact-below", "3")
+    assert code == 0, err
+    with UnifiedIndex.open(index, readonly=True) as ix:
+        assert ix.tuning.flat_below == 3 and ix.structure()["chosen_at"] == len(ix) >= 3
+    code, out, err = run(capsys, "index", media, "--index", index, "--exact-below", "10", "--no-progress")
+    assert code == 2 and "--exact-below/--rerank-dtype/--no-tune: only for a new index" in err
+
+
 def test_command_line_starts_without_the_encoders():
     """`mmretrieve --help` (and parsing any command) never imports torch: it loads in a fraction of a second."""
     probe = ("import sys\nfrom mmretrieve.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
