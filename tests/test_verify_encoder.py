@@ -1,6 +1,7 @@
 """verify_index on a small Retriever index (tiny-random): the encoder check (ok, another
-fingerprint, a preset that cannot be rebuilt) and re-embedding during repair (changed files keep
-their metadata, undecodable ones are removed). One index is built per module and copied per test."""
+fingerprint, a preset that cannot be rebuilt, an index built with a weights file and the transformer
+video head) and re-embedding during repair (changed files keep their metadata, undecodable ones are
+removed). Each index is built once per module and copied per test."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,13 @@ import sqlite3
 
 import numpy as np
 import pytest
+import torch
 
 import mmretrieve as mmr
 from mmretrieve.media.write import write_image
-from mmretrieve.verify import verify_index
+from mmretrieve.models import create_encoder
+from mmretrieve.models.weights import sha256_file
+from mmretrieve.verify import EncoderCheck, verify_index
 
 TINY = "tiny-random"
 
@@ -45,6 +49,28 @@ def index(pristine, tmp_path):
     shutil.copytree(src_dir, index_dir)
     _sql(index_dir, *[("UPDATE items SET path = ? WHERE path = ?", (d, s)) for s, d in zip(src_media, media)])
     return index_dir, media
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(index dir, weights file, another weights file): an index built with video_head="transformer"
+    and a weights file of trained audio tower and video head (random changes to the seeded ones)."""
+    root = tmp_path_factory.mktemp("verify_trained")
+    src = create_encoder(TINY, device="cpu", video_head="transformer")
+    files = []
+    for name, seed in (("trained.safetensors", 1), ("retrained.safetensors", 2)):
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in list(src.audio.parameters()) + list(src.video_head.parameters()):
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        src.save_weights(root / name, parts=["audio", "video_head"])
+        files.append(str(root / name))
+    del src
+    index_dir = str(root / "trained.mmr")
+    with mmr.Retriever.create(TINY, path=index_dir, weights=files[0], video_head="transformer", num_workers=0) as r:
+        r.add(_image(root / "a.png", 10), progress=False)
+        r.save()
+    return index_dir, files[0], files[1]
 
 
 def _sql(index_dir, *statements):
@@ -178,3 +204,61 @@ def test_repair_reports_every_file_that_no_longer_decodes_among_several(index):
     assert fixed.repaired[1].startswith(f"removed {media[0]}: it changed and no longer decodes (")
     assert len(fixed.repaired) == 3 and fixed.repaired[2] == "rebuilt and saved the faiss cache"
     assert fixed.ok and list(_vectors(index_dir)) == [media[1]]
+
+
+def test_two_keys_and_keys_on_one_side_only_are_all_named(index):
+    index_dir, _ = index
+
+    def older_layout(fp):
+        del fp["encoder"]["audio"]  # recorded fingerprint lacks a key the rebuilt one has
+        fp["encoder"]["legacy"] = 1  # and has one the rebuilt one lacks
+
+    _edit_fingerprint(index_dir, older_layout)
+    r = verify_index(index_dir)
+    assert r.encoder == EncoderCheck("mismatch", f"preset {TINY!r} now has a different fingerprint (keys: audio, legacy)")
+
+
+def _recorded(index_dir):
+    with open(os.path.join(index_dir, "manifest.json")) as f:
+        return json.load(f)["fingerprint"]
+
+
+def test_an_index_built_with_a_weights_file_and_the_transformer_head_is_rebuilt_from_them(trained):
+    index_dir, weights, _ = trained
+    fp = _recorded(index_dir)
+    assert fp["weights_path"] == weights
+    assert fp["encoder"]["extra_weights_sha256"] == [sha256_file(weights)] and fp["encoder"]["audio"]["trained"]
+    assert fp["encoder"]["video"]["head"] == "transformer" and fp["encoder"]["video"]["head_layers"] == 2
+    r = verify_index(index_dir)
+    assert r.ok and r.encoder == EncoderCheck("ok", f"{TINY} {fp['encoder_id']}")
+
+
+def test_a_changed_weights_file_is_a_mismatch_and_a_missing_one_unavailable(trained, tmp_path):
+    src_dir, weights, other = trained
+    index_dir, mine = str(tmp_path / "t.mmr"), str(tmp_path / "w.safetensors")
+    shutil.copytree(src_dir, index_dir)
+    shutil.copyfile(weights, mine)
+
+    def moved_weights(fp):
+        fp["weights_path"] = mine
+
+    _edit_fingerprint(index_dir, moved_weights)
+    assert verify_index(index_dir).encoder.status == "ok"
+    shutil.copyfile(other, mine)  # same tensors, other values: another file hash
+    r = verify_index(index_dir)
+    assert r.encoder == EncoderCheck(
+        "mismatch", f"preset {TINY!r} now has a different fingerprint (keys: extra_weights_sha256)")
+    os.remove(mine)
+    r = verify_index(index_dir)
+    assert r.encoder.status == "unavailable" and r.encoder.detail.startswith(f"cannot rebuild encoder {TINY!r}: ")
+    assert mine in r.encoder.detail
+
+
+def test_the_encoder_check_uses_the_pretrained_weights_it_is_given(index, tmp_path):
+    index_dir, _ = index
+    empty = tmp_path / "no-checkpoint"
+    empty.mkdir()
+    r = verify_index(index_dir, pretrained=str(empty))
+    assert r.encoder.status == "unavailable" and not r.ok
+    assert r.encoder.detail == (f"cannot rebuild encoder {TINY!r}: pretrained: no checkpoint "
+                                f"(.safetensors/.bin/.pt) in directory {empty}")

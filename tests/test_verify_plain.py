@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from mmretrieve.embedding import file_hash
 from mmretrieve.errors import IndexCorruptError
 from mmretrieve.index import Record, UnifiedIndex
-from mmretrieve.verify import EncoderCheck, VerifyReport, verify_index
+from mmretrieve.verify import EncoderCheck, VerifyReport, _restore_manifest, verify_index
 
 DIM = 8
 FP = {"format": "vectors-from-elsewhere", "model": "x"}
@@ -340,3 +341,62 @@ def test_an_encoder_block_in_another_format_is_never_used_to_reembed(tmp_path):
     assert r.encoder == EncoderCheck("skipped", NO_ENCODER) and r.changed_media == (str(p),)
     fixed = verify_index(index_dir, repair=True)
     assert fixed.repaired == ("cannot re-embed 1 changed file(s): the index has no encoder record", REBUILT)
+
+
+def test_an_encoder_record_without_a_preset_is_skipped(tmp_path):
+    """A Retriever-format fingerprint whose encoder block names no preset: nothing to rebuild, so the
+    check is skipped (not a crash) and repair does not re-embed a changed file."""
+    p = tmp_path / "a.bin"
+    p.write_bytes(b"first")
+    index_dir = str(tmp_path / "nopreset.mmr")
+    with UnifiedIndex.create(DIM, {"format": "mmretrieve-index", "encoder": {"dim": DIM}}, path=index_dir) as ix:
+        ix.add(_unit(1), [Record(str(p), "image", content_hash=file_hash(str(p)))])
+        ix.save()
+    p.write_bytes(b"second")
+    r = verify_index(index_dir)
+    assert r.encoder == EncoderCheck("skipped", NO_ENCODER) and r.changed_media == (str(p),)
+    fixed = verify_index(index_dir, repair=True)
+    assert fixed.repaired == ("cannot re-embed 1 changed file(s): the index has no encoder record", REBUILT)
+
+
+def test_restoring_the_manifest_only_reads_the_database(plain):
+    """The database is opened read-only: one in rollback-journal mode (as a copy made by another tool
+    may be) is not switched to WAL or otherwise written while the manifest is rewritten from it."""
+    index_dir, _ = plain
+    db = os.path.join(index_dir, "meta.sqlite")
+    conn = sqlite3.connect(db, isolation_level=None)
+    assert conn.execute("PRAGMA journal_mode = DELETE").fetchone() == ("delete",)
+    conn.close()
+    os.remove(os.path.join(index_dir, "manifest.json"))
+    with open(db, "rb") as f:
+        before = f.read()
+    assert _restore_manifest(index_dir) == [f"rewrote {os.path.join(index_dir, 'manifest.json')} from meta.sqlite"]
+    with open(db, "rb") as f:
+        assert f.read() == before
+    assert sorted(os.listdir(index_dir)) == ["manifest.json", "meta.sqlite", "vectors.faiss", "writer.lock"]
+    assert verify_index(index_dir).ok
+
+
+def test_without_repair_a_missing_manifest_is_reported_not_rewritten(plain):
+    index_dir, _ = plain
+    manifest = os.path.join(index_dir, "manifest.json")
+    os.remove(manifest)
+    with pytest.raises(IndexCorruptError, match="manifest.json"):
+        verify_index(index_dir)
+    assert not os.path.exists(manifest)
+
+
+def _timed(*args, **kwargs):
+    t0 = time.perf_counter()
+    r = verify_index(*args, **kwargs)
+    return r, time.perf_counter() - t0
+
+
+def test_seconds_is_the_time_the_call_took(plain):
+    index_dir, _ = plain
+    for kwargs in ({}, {"repair": True}):
+        r, took = _timed(index_dir, **kwargs)
+        assert 0 < r.seconds <= took
+        with UnifiedIndex.open(index_dir) as ix:
+            r, took = _timed(ix, **kwargs)
+            assert 0 < r.seconds <= took

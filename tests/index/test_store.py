@@ -218,6 +218,26 @@ def test_a_vector_of_the_wrong_size_is_named_by_id(tmp_path):
     s.close()
 
 
+
+def test_a_dimension_one_store_reads_rows_one_at_a_time_and_names_a_bad_one():
+    """With one float32 per vector a single row is 4 bytes: a row whose vector is not bytes at all
+    (text, a number) must still be refused, not read as some 4 bytes."""
+    s = MetadataStore.create(None, dim=1, factory="Flat", fingerprint=FP, uuid="u-1")
+    vals = np.array([[0.5], [-2.25], [3.0]], dtype=np.float32)
+    with s.transaction():
+        assert s.insert([_row(f"/{i}.jpg") for i in range(3)], vals) == [1, 2, 3]
+    for i in (1, 2, 3):
+        found, matrix = s.vectors_matrix(np.array([i]), 1)
+        assert found.tolist() == [i] and matrix.tolist() == [vals[i - 1].tolist()]
+    for bad in ("'abcd'", "1234"):  # text, an integer
+        with s.transaction():
+            s.conn.execute(f"UPDATE vectors SET vector = {bad} WHERE id = 2")
+        with pytest.raises(IndexCorruptError, match="^:memory:: vector of id 2 has the wrong size$"):
+            s.vectors_matrix(np.array([2]), 1)
+        assert s.vectors_matrix(np.array([3]), 1)[1].tolist() == [[3.0]]
+    s.close()
+
+
 # ---------------------------------------------------------------------------------------- writes
 def test_delete_tombstones_live_rows_at_the_current_generation():
     s = _filled()
