@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 import mmretrieve as mmr
+from mmretrieve.errors import WeightsUnavailableError
 from mmretrieve.media.write import write_image
 from mmretrieve.models import create_encoder
 from mmretrieve.models.weights import sha256_file
@@ -262,3 +264,22 @@ def test_the_encoder_check_uses_the_pretrained_weights_it_is_given(index, tmp_pa
     assert r.encoder.status == "unavailable" and not r.ok
     assert r.encoder.detail == (f"cannot rebuild encoder {TINY!r}: pretrained: no checkpoint "
                                 f"(.safetensors/.bin/.pt) in directory {empty}")
+
+
+def test_repair_with_pretrained_weights_it_cannot_load_keeps_the_old_rows(index, tmp_path):
+    """The pretrained override reaches the re-embedding encoder too: when it cannot be loaded, repair
+    stops with that error before the changed file's rows are dropped (from a path or an open index)."""
+    index_dir, media = index
+    before = _vectors(index_dir)
+    _image(media[0], 90)
+    empty = tmp_path / "no-checkpoint"
+    empty.mkdir()
+    with pytest.raises(WeightsUnavailableError, match=re.escape(f"no checkpoint (.safetensors/.bin/.pt) in directory {empty}")):
+        verify_index(index_dir, repair=True, pretrained=str(empty))
+    with mmr.UnifiedIndex.open(index_dir) as ix, pytest.raises(WeightsUnavailableError):
+        verify_index(ix, repair=True, pretrained=str(empty))
+    after = _vectors(index_dir)
+    assert sorted(after) == sorted(before)
+    for p in media:
+        assert np.array_equal(after[p][0], before[p][0]) and after[p][1] == before[p][1]
+    assert verify_index(index_dir).changed_media == (media[0],)
