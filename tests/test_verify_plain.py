@@ -400,3 +400,13 @@ def test_seconds_is_the_time_the_call_took(plain):
         with UnifiedIndex.open(index_dir) as ix:
             r, took = _timed(ix, **kwargs)
             assert 0 < r.seconds <= took
+
+
+def test_files_after_a_missing_one_are_still_checked(plain):
+    index_dir, media = plain
+    os.remove(media[0])  # first in path order
+    with open(media[2], "ab") as f:
+        f.write(b"more")
+    r = verify_index(index_dir)
+    assert r.missing_media == (media[0],) and r.changed_media == (media[2],)
+    assert r.problems() == [f"1 file(s) changed since indexing: {media[2]}"]
