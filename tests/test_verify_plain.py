@@ -410,3 +410,21 @@ def test_files_after_a_missing_one_are_still_checked(plain):
     r = verify_index(index_dir)
     assert r.missing_media == (media[0],) and r.changed_media == (media[2],)
     assert r.problems() == [f"1 file(s) changed since indexing: {media[2]}"]
+
+
+def test_only_the_repair_itself_opens_the_index_as_its_writer(plain, monkeypatch):
+    """verify reads without the writer lock and without loading the faiss cache: before the repair
+    and in the check after it; only the repair opens the index as its writer."""
+    index_dir, _ = plain
+    real_open = UnifiedIndex.open.__func__
+    opened = []
+
+    def spy(cls, path, **kwargs):
+        opened.append((bool(kwargs.get("readonly", False)), bool(kwargs.get("load_cache", True))))
+        return real_open(cls, path, **kwargs)
+
+    monkeypatch.setattr(UnifiedIndex, "open", classmethod(spy))
+    assert verify_index(index_dir).ok and opened == [(True, False)]
+    opened.clear()
+    assert verify_index(index_dir, repair=True).ok
+    assert opened == [(True, False), (False, False), (True, False)]
