@@ -428,3 +428,14 @@ def test_only_the_repair_itself_opens_the_index_as_its_writer(plain, monkeypatch
     opened.clear()
     assert verify_index(index_dir, repair=True).ok
     assert opened == [(True, False), (False, False), (True, False)]
+
+
+def test_an_open_index_object_is_pruned_of_missing_files_and_every_report_names_it(plain):
+    index_dir, media = plain
+    os.remove(media[2])
+    fixed = verify_index(index_dir, repair=True)
+    assert fixed.path == index_dir and fixed.missing_media == (media[2],)
+    with UnifiedIndex.open(index_dir) as ix:
+        pruned = verify_index(ix, repair=True, prune_missing=True)
+        assert pruned.repaired == ("removed 1 row(s) of 1 missing file(s)", REBUILT)
+        assert pruned.path == index_dir and pruned.missing_media == () and pruned.entries == 5
