@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scale.py [--n 1000000] [--dim 512] [--queries 200]
                                      [--structures Flat,auto,IVF1024,PQ128x4fs,...] [--max-memory 8G]
-                                     [--threads 2] [--work DIR] [--keep] [--json FILE] [--search-memory 4G]
+                                     [--threads 2] [--work DIR] [--keep] [--json FILE] [--search-memory 4G] [--reuse]
 
 Data: --n clustered unit vectors (mmretrieve.testing.vectors), 4 modalities in turn and a metadata
 key "shard" (10 values). Queries: --queries base vectors moved like text queries (the modality gap,
@@ -347,6 +347,9 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--worker", choices=("build", "search"), help=argparse.SUPPRESS)
     p.add_argument("--structure", help=argparse.SUPPRESS)
+    p.add_argument("--reuse", action="store_true",
+                   help="with --work: reuse the ground truth and the indexes an earlier run with --keep left there "
+                        "(their build figures are read back), so only the searches run again")
     p.add_argument("--search-memory", default=None,
                    help="run each search worker in a memory cgroup capped at this size (e.g. 4G, page cache "
                         "included): an index whose files exceed it must still answer")
@@ -366,7 +369,9 @@ def main() -> None:
     args.work = args.work or tempfile.mkdtemp(prefix="bench_scale_")
     os.makedirs(args.work, exist_ok=True)
     t0 = time.perf_counter()
-    _ground_truth(args)
+    truth_files = [os.path.join(args.work, f) for f in ("queries.npy", "truth.npy")]
+    if not (args.reuse and all(map(os.path.exists, truth_files))):
+        _ground_truth(args)
     print(f"n={args.n} dim={args.dim} queries={args.queries} (ground truth {time.perf_counter() - t0:.1f} s), "
           f"faiss threads {args.threads}", flush=True)
     rows: list[dict] = []
@@ -378,7 +383,19 @@ def main() -> None:
     for structure in args.structures.split(";"):
         cgroup = None
         try:
-            b = _run_worker(args, "build", structure)
+            kept = os.path.join(args.work, structure.replace(",", "_").replace("@", "_") + ".build.json")
+            path = os.path.join(args.work, structure.replace(",", "_").replace("@", "_"))
+            if args.reuse and os.path.exists(kept):
+                with open(kept) as f:
+                    b = json.load(f)
+            elif args.reuse and os.path.isdir(path):  # kept by a run that predates build.json: no build time
+                disk = _disk_split(path)
+                b = {"build_s": float("nan"), "bytes_per_vector": disk["total"] / args.n,
+                     "split": {k: v / args.n for k, v in disk.items()}, "build_peak_rss_mb": float("nan"), "path": path}
+            else:
+                b = _run_worker(args, "build", structure)
+                with open(kept, "w") as f:
+                    json.dump(b, f)
             if args.search_memory:
                 cgroup = _memory_cgroup(parse_memory(args.search_memory))
             s = _run_worker(args, "search", structure, cgroup[0] if cgroup else None)
