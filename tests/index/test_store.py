@@ -402,15 +402,22 @@ def test_another_schema_version_is_refused(tmp_path):
 def test_a_generation_that_is_not_one_integer_is_refused(tmp_path):
     db = str(tmp_path / DB_NAME)
     _filled(db).close()
+    s = MetadataStore.connect(db, readonly=True)
+    assert s.generation_and_meta("factory") == (3, "Flat") and s.generation_and_meta("nothing") == (3, None)
+    s.close()
     _sql(db, ("UPDATE state SET generation = 'seven'",))
     s = MetadataStore.connect(db, readonly=True)
     with pytest.raises(IndexCorruptError, match=r"table state holds \('seven',\), expected one integer generation"):
         s.generation()
+    with pytest.raises(IndexCorruptError, match=rf"^{db}: table state holds \('seven', 'Flat'\), expected one integer generation$"):
+        s.generation_and_meta("factory")
     s.close()
     _sql(db, "DELETE FROM state")
     s = MetadataStore.connect(db, readonly=True)
     with pytest.raises(IndexCorruptError, match="table state holds None"):
         s.generation()
+    with pytest.raises(IndexCorruptError, match=rf"^{db}: table state holds None, expected one integer generation$"):
+        s.generation_and_meta("plan")
     s.close()
 
 
