@@ -216,19 +216,20 @@ class MetadataStore:
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
-    def generation(self) -> int:
-        row = self.conn.execute("SELECT generation FROM state").fetchone()
+    def _state_row(self, sql: str, params: tuple = ()) -> tuple:
+        """The one row of table state that ``sql`` selects, its first column the integer generation."""
+        row = self.conn.execute(sql, params).fetchone()
         if row is None or not isinstance(row[0], int):
             raise IndexCorruptError(f"{self.location}: table state holds {row!r}, expected one integer generation")
-        return row[0]
+        return row
+
+    def generation(self) -> int:
+        return self._state_row("SELECT generation FROM state")[0]
 
     def generation_and_meta(self, key: str) -> tuple[int, str | None]:
         """(generation, meta value of ``key`` or None) in one statement: what a search reads first."""
-        row = self.conn.execute("SELECT generation, (SELECT value FROM meta WHERE key = ?) FROM state",
-                                (key,)).fetchone()
-        if row is None or not isinstance(row[0], int):
-            raise IndexCorruptError(f"{self.location}: table state holds {row!r}, expected one integer generation")
-        return row[0], row[1]
+        gen, value = self._state_row("SELECT generation, (SELECT value FROM meta WHERE key = ?) FROM state", (key,))
+        return gen, value
 
     def count(self, sql_filter: tuple[str, list] | None = None) -> int:
         if sql_filter is None:
