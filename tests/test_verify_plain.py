@@ -327,29 +327,18 @@ def test_a_skipped_encoder_check_without_detail_prints_bare(plain):
     assert str(verify_index(index_dir, check_encoder=False)).splitlines()[2] == "encoder: skipped"
 
 
-def test_an_encoder_block_in_another_format_is_never_used_to_reembed(tmp_path):
-    """A fingerprint that names a preset but is not a Retriever index's (another tool's format): the
-    encoder check is skipped and repair refuses to guess an encoder for a changed file."""
+@pytest.mark.parametrize("fingerprint", [
+    # another tool's format whose encoder block happens to name a preset
+    {"format": "another-tool", "encoder": {"preset": "tiny-random"}},
+    # a Retriever-format fingerprint whose encoder block names no preset: nothing to rebuild
+    {"format": "mmretrieve-index", "encoder": {"dim": DIM}},
+], ids=["another-format", "no-preset"])
+def test_an_encoder_block_that_cannot_be_rebuilt_is_skipped_and_never_used_to_reembed(tmp_path, fingerprint):
+    """The encoder check is skipped (not a crash) and repair refuses to guess an encoder for a changed file."""
     p = tmp_path / "a.bin"
     p.write_bytes(b"first")
     index_dir = str(tmp_path / "other.mmr")
-    with UnifiedIndex.create(DIM, {"format": "another-tool", "encoder": {"preset": "tiny-random"}}, path=index_dir) as ix:
-        ix.add(_unit(1), [Record(str(p), "image", content_hash=file_hash(str(p)))])
-        ix.save()
-    p.write_bytes(b"second")
-    r = verify_index(index_dir)
-    assert r.encoder == EncoderCheck("skipped", NO_ENCODER) and r.changed_media == (str(p),)
-    fixed = verify_index(index_dir, repair=True)
-    assert fixed.repaired == ("cannot re-embed 1 changed file(s): the index has no encoder record", REBUILT)
-
-
-def test_an_encoder_record_without_a_preset_is_skipped(tmp_path):
-    """A Retriever-format fingerprint whose encoder block names no preset: nothing to rebuild, so the
-    check is skipped (not a crash) and repair does not re-embed a changed file."""
-    p = tmp_path / "a.bin"
-    p.write_bytes(b"first")
-    index_dir = str(tmp_path / "nopreset.mmr")
-    with UnifiedIndex.create(DIM, {"format": "mmretrieve-index", "encoder": {"dim": DIM}}, path=index_dir) as ix:
+    with UnifiedIndex.create(DIM, fingerprint, path=index_dir) as ix:
         ix.add(_unit(1), [Record(str(p), "image", content_hash=file_hash(str(p)))])
         ix.save()
     p.write_bytes(b"second")
